@@ -1,0 +1,156 @@
+"""The one module that knows NumPy from CuPy and which compiled kernels exist.
+
+Everything else asks this module:
+- ``get_array_module(x)``: ``numpy`` or ``cupy``, whichever owns the array ``x``;
+- ``kernels_for(x)``: the implementation of the fused kernels to run on ``x``
+  (the C++ module ``_C`` on the CPU when it is built, else the NumPy/CuPy reference in
+  ``minigrad.kernels``);
+- ``backend_info()``: what is active and why.
+
+Environment variables:
+- ``MINIGRAD_BACKEND=numpy|cpp|auto`` picks the CPU kernels (``set_backend`` does the same at run time);
+- ``MINIGRAD_NO_EXT=1`` never loads the compiled module (the pure NumPy reference);
+- ``MINIGRAD_REQUIRE_EXT=1`` makes a missing compiled module an import error, so a build that
+  silently fell back to NumPy cannot pass CI.
+"""
+
+import importlib
+import importlib.util
+import os
+
+import numpy as np
+
+BACKENDS = ("auto", "numpy", "cpp")
+
+
+def _env_flag(name):
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _load_cpu_extension():
+    """Returns (module or None, the reason in words)."""
+    if _env_flag("MINIGRAD_NO_EXT"):
+        return None, "MINIGRAD_NO_EXT=1 is set"
+    try:
+        from minigrad import _C
+    except ImportError as e:
+        if _env_flag("MINIGRAD_REQUIRE_EXT"):
+            raise ImportError(
+                f"MINIGRAD_REQUIRE_EXT=1 but minigrad._C could not be imported ({e}); "
+                "build it with `pip install -e .` or unset MINIGRAD_REQUIRE_EXT"
+            ) from e
+        return None, f"minigrad._C is not built ({e}); run `pip install -e .` to build it"
+    return _C, "minigrad._C is built"
+
+
+_C, _C_REASON = _load_cpu_extension()
+
+
+def _initial_backend():
+    name = os.environ.get("MINIGRAD_BACKEND", "auto").strip().lower() or "auto"
+    if name not in BACKENDS:
+        raise ValueError(f"MINIGRAD_BACKEND={name!r} is not one of {BACKENDS}")
+    if name == "cpp" and _C is None:
+        raise ImportError(f"MINIGRAD_BACKEND=cpp but the C++ kernels are unavailable: {_C_REASON}")
+    return name
+
+
+_backend = _initial_backend()
+
+# --- the array module ---------------------------------------------------------------------------
+
+_cupy = None  # imported on first need: importing CuPy is slow and needs no GPU until first use
+
+
+def _get_cupy():
+    global _cupy
+    if _cupy is None:
+        if importlib.util.find_spec("cupy") is None:
+            raise RuntimeError("device 'cuda' needs CuPy: pip install -e '.[cuda]'")
+        _cupy = importlib.import_module("cupy")
+    return _cupy
+
+
+def get_array_module(x):
+    """numpy for a NumPy array (or anything not on a GPU), cupy for a CuPy array."""
+    if isinstance(x, np.ndarray) or _cupy is None:
+        return np
+    return _cupy if isinstance(x, _cupy.ndarray) else np
+
+
+def device_of(x):
+    """'cpu' or 'cuda' for a raw array."""
+    return "cpu" if get_array_module(x) is np else "cuda"
+
+
+def to_device(x, device):
+    """Copy a raw array to 'cpu' (NumPy) or 'cuda' (CuPy); returns x itself when it is already there."""
+    if device == "cpu":
+        return x if isinstance(x, np.ndarray) else _get_cupy().asnumpy(x)
+    if device == "cuda":
+        return _get_cupy().asarray(x)
+    raise ValueError(f"unknown device {device!r}: use 'cpu' or 'cuda'")
+
+
+def scatter_add(target, index, values):
+    """target[index] += values, adding up repeated indices (NumPy's ufunc.at or CuPy's scatter_add)."""
+    xp = get_array_module(target)
+    if xp is np:
+        np.add.at(target, index, values)
+    else:
+        importlib.import_module("cupyx").scatter_add(target, index, values)
+
+
+# --- the fused kernels --------------------------------------------------------------------------
+
+
+def set_backend(name):
+    """Choose the CPU kernels: 'cpp' (minigrad._C), 'numpy' (the reference) or 'auto' (cpp when built)."""
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}: use one of {BACKENDS}")
+    if name == "cpp" and _C is None:
+        raise RuntimeError(f"backend 'cpp' is unavailable: {_C_REASON}")
+    _backend = name
+
+
+def get_backend():
+    """The CPU kernels in use now: 'cpp' or 'numpy'."""
+    return "cpp" if _backend in ("auto", "cpp") and _C is not None else "numpy"
+
+
+def kernels_for(x):
+    """The module whose fused kernels run on the array x (same function names and signatures in each)."""
+    if isinstance(x, np.ndarray) and get_backend() == "cpp" and hasattr(_C, "layernorm_forward"):
+        return _C
+    from minigrad import kernels  # the reference; works on NumPy and CuPy arrays alike
+
+    return kernels
+
+
+def backend_info():
+    """A dict saying which array module and which kernels are active, and why."""
+    info = {
+        "array_module": "numpy",
+        "numpy_version": np.__version__,
+        "cpu_kernels": get_backend(),
+        "requested_backend": _backend,
+        "extension_built": _C is not None,
+        "extension_reason": _C_REASON,
+        "num_threads": _C.get_num_threads() if _C is not None else 1,
+        "cupy_installed": importlib.util.find_spec("cupy") is not None,
+    }
+    if info["cpu_kernels"] == "numpy":
+        info["why"] = (
+            "backend forced to 'numpy'" if _backend == "numpy" else f"C++ kernels unavailable: {_C_REASON}"
+        )
+    else:
+        info["why"] = "C++ kernels built and selected" if _backend == "cpp" else "C++ kernels built (auto)"
+    return info
+
+
+def set_num_threads(n):
+    """Threads for the C++ kernels (BLAS keeps its own setting: OMP_NUM_THREADS / OPENBLAS_NUM_THREADS)."""
+    if _C is None:
+        raise RuntimeError(f"set_num_threads needs the C++ kernels: {_C_REASON}")
+    _C.set_num_threads(int(n))

@@ -1,0 +1,135 @@
+"""minigrad.functional (imported as F): neural-network functions with PyTorch's names.
+
+Two kinds live here:
+- composites of the primitive ops (linear, softmax, log_softmax, embedding), whose backward the
+  engine derives from the primitives';
+- fused Functions (cross_entropy, layer_norm, gelu, scaled_dot_product_attention), one graph node
+  each, whose forward and backward call ``backend.kernels_for(x)``: the C++ kernels on the CPU when
+  they are built, else the reference in ``minigrad.kernels``.
+"""
+
+from minigrad.backend import get_array_module, kernels_for
+from minigrad.ops import cat, masked_fill, split, transpose, where  # noqa: F401  (re-exported)
+from minigrad.tensor import Function, Tensor, register
+
+
+def linear(x, weight, bias=None):
+    """y = x W^T + b, weight (out_features, in_features), x (..., in_features)."""
+    y = x @ weight.T
+    return y if bias is None else y + bias
+
+
+def softmax(x, axis=-1):
+    """exp(x_i - max x) / sum_j exp(x_j - max x); the shift leaves the value unchanged and keeps exp finite."""
+    shifted = x - x.data.max(axis=axis, keepdims=True)  # NOTE: a constant shift, so no gradient flows to it
+    e = shifted.exp()
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax(x, axis=-1):
+    """x_i - logsumexp(x) = (x_i - max x) - log sum_j exp(x_j - max x)."""
+    shifted = x - x.data.max(axis=axis, keepdims=True)  # NOTE: shift first, or exp overflows at large logits
+    return shifted - shifted.exp().sum(axis=axis, keepdims=True).log()
+
+
+def embedding(idx, weight):
+    """weight[idx]: a row of weight per integer in idx; the rows' gradients add up for repeated ids."""
+    return weight[idx.data if isinstance(idx, Tensor) else idx]
+
+
+@register("cross_entropy", method=False)
+class CrossEntropy(Function):
+    """mean over positions of -log softmax(logits)[target], fused: one node, dlogits = (softmax - onehot)/N."""
+
+    def forward(self, logits, targets):
+        xp = get_array_module(logits)
+        targets = xp.asarray(targets.data if isinstance(targets, Tensor) else targets)
+        V = logits.shape[-1]
+        if targets.shape != logits.shape[:-1]:
+            raise ValueError(f"cross_entropy: targets of shape {targets.shape} do not match logits {logits.shape}")
+        if targets.dtype.kind not in "iu":
+            raise TypeError(f"cross_entropy: targets must be integers, got dtype {targets.dtype}")
+        if targets.size and (int(targets.min()) < 0 or int(targets.max()) >= V):
+            raise ValueError(f"cross_entropy: targets must lie in [0, {V}), got values outside it")
+        self.kernels = kernels_for(logits)
+        self.shape = logits.shape
+        self.targets = xp.ascontiguousarray(targets.reshape(-1), dtype=xp.int64)
+        loss, self.probs = self.kernels.crossentropy_forward(
+            xp.ascontiguousarray(logits.reshape(-1, V)), self.targets
+        )
+        return xp.asarray(loss, dtype=logits.dtype)
+
+    def backward(self, dloss):
+        dlogits = self.kernels.crossentropy_backward(float(dloss), self.probs, self.targets)
+        return dlogits.reshape(self.shape)
+
+
+def cross_entropy(logits, targets):
+    """Mean cross-entropy of logits (N, V) or (B, T, V) against integer targets (N,) or (B, T)."""
+    return CrossEntropy.apply(logits, targets)
+
+
+@register("layer_norm", method=False)
+class LayerNorm(Function):
+    """(x - mean) / sqrt(var + eps) * weight + bias over the last axis, with its analytic backward."""
+
+    def forward(self, x, weight, bias, eps=1e-5):
+        xp = get_array_module(x)
+        self.kernels = kernels_for(x)
+        self.x, self.weight = xp.ascontiguousarray(x), weight
+        out, self.mean, self.rstd = self.kernels.layernorm_forward(self.x, weight, bias, eps)
+        return out
+
+    def backward(self, dout):
+        xp = get_array_module(dout)
+        dx, dweight, dbias = self.kernels.layernorm_backward(
+            xp.ascontiguousarray(dout), self.x, self.weight, self.mean, self.rstd
+        )
+        return dx, dweight, dbias
+
+
+def layer_norm(x, weight, bias=None, eps=1e-5):
+    """LayerNorm over the last axis: x (..., C), weight and bias (C,)."""
+    return LayerNorm.apply(x, weight, bias, eps)
+
+
+@register("gelu", method=False)
+class GELU(Function):
+    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), GPT-2's tanh approximation."""
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.kernels = kernels_for(x)
+        self.x = xp.ascontiguousarray(x)
+        return self.kernels.gelu_forward(self.x)
+
+    def backward(self, dout):
+        return self.kernels.gelu_backward(get_array_module(dout).ascontiguousarray(dout), self.x)
+
+
+def gelu(x):
+    """tanh-approximated GELU."""
+    return GELU.apply(x)
+
+
+@register("scaled_dot_product_attention", method=False)
+class ScaledDotProductAttention(Function):
+    """softmax(q k^T / sqrt(hs) + causal mask) v in one node; q, k, v (B, NH, T, hs)."""
+
+    def forward(self, q, k, v, is_causal=True):
+        if not (q.shape == k.shape == v.shape and q.ndim >= 2):
+            raise ValueError(f"attention: q, k, v must share one shape (..., T, hs), got {q.shape}, {k.shape}, {v.shape}")
+        xp = get_array_module(q)
+        self.kernels = kernels_for(q)
+        self.q, self.k, self.v = (xp.ascontiguousarray(a) for a in (q, k, v))
+        out, self.probs = self.kernels.attention_forward(self.q, self.k, self.v, is_causal)
+        return out
+
+    def backward(self, dout):
+        dout = get_array_module(dout).ascontiguousarray(dout)
+        return self.kernels.attention_backward(dout, self.q, self.k, self.v, self.probs)
+
+
+def scaled_dot_product_attention(q, k, v, is_causal=True):
+    """Attention of q over k, v, each (B, NH, T, hs), scale 1/sqrt(hs), causal by default."""
+    return ScaledDotProductAttention.apply(q, k, v, is_causal)

@@ -1,0 +1,161 @@
+"""The plain NumPy/CuPy reference of every fused kernel: the readable definition of each.
+
+The contract (llm.c's): ``<layer>_forward(...) -> (out, *saved)`` and
+``<layer>_backward(dout, *saved...) -> gradients``, on raw arrays. The C++ module ``_C`` and the
+CUDA module implement the same names with the same signatures; ``backend.kernels_for(x)`` picks
+one, and ``tests/test_kernels.py`` holds each implementation to this one.
+
+Dimensions: B batch, T time, C channels, V vocabulary, NH heads, hs head size, N = B*T rows.
+"""
+
+import math
+
+from minigrad.backend import get_array_module
+
+GELU_SCALE = math.sqrt(2.0 / math.pi)
+
+
+# --- LayerNorm ----------------------------------------------------------------------------------
+
+
+def layernorm_forward(x, weight, bias, eps):
+    """y = (x - mean) * rstd * weight + bias over the last axis, rstd = 1/sqrt(var + eps).
+
+    x (..., C), weight (C,), bias (C,) or None -> out (..., C), mean (...), rstd (...)
+    """
+    xp = get_array_module(x)
+    mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
+    xc = x - mean
+    var = (xc * xc).mean(axis=-1, keepdims=True)  # biased variance, as PyTorch
+    rstd = 1.0 / xp.sqrt(var + eps)  # (..., 1)
+    out = xc * rstd * weight
+    if bias is not None:
+        out += bias
+    return out, mean[..., 0], rstd[..., 0]
+
+
+def layernorm_backward(dout, x, weight, mean, rstd):
+    """With xhat = (x - mean)*rstd and g = dout*weight:
+    dx = rstd * (g - mean(g) - xhat*mean(g*xhat)), dweight = sum(dout*xhat), dbias = sum(dout).
+
+    dout, x (..., C), weight (C,), mean, rstd (...) -> dx (..., C), dweight (C,), dbias (C,)
+    """
+    C = x.shape[-1]
+    rstd = rstd[..., None]
+    xhat = (x - mean[..., None]) * rstd
+    dweight = (dout * xhat).reshape(-1, C).sum(axis=0)
+    dbias = dout.reshape(-1, C).sum(axis=0)
+    g = dout * weight
+    dx = rstd * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+    return dx, dweight, dbias
+
+
+# --- GELU (tanh approximation, GPT-2's) ---------------------------------------------------------
+
+
+def gelu_forward(x):
+    """y = 0.5 x (1 + tanh(s (x + 0.044715 x^3))), s = sqrt(2/pi).  x (...) -> out (...)"""
+    xp = get_array_module(x)
+    return 0.5 * x * (1.0 + xp.tanh(GELU_SCALE * (x + 0.044715 * x * x * x)))
+
+
+def gelu_backward(dout, x):
+    """dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) s (1 + 3*0.044715 x^2), t = tanh(s (x + 0.044715 x^3))."""
+    xp = get_array_module(x)
+    t = xp.tanh(GELU_SCALE * (x + 0.044715 * x * x * x))
+    local = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_SCALE * (1.0 + 3.0 * 0.044715 * x * x)
+    return dout * local
+
+
+# --- causal self-attention ----------------------------------------------------------------------
+
+
+def attention_forward(q, k, v, is_causal):
+    """y = softmax(q k^T / sqrt(hs) + mask) v, the mask -inf where a query would see a later key.
+
+    q, k, v (B, NH, T, hs) -> out (B, NH, T, hs), probs (B, NH, T, T)
+    """
+    xp = get_array_module(q)
+    T, hs = q.shape[-2], q.shape[-1]
+    scores = (q @ k.swapaxes(-1, -2)) * (1.0 / math.sqrt(hs))  # (B, NH, T, T)
+    if is_causal:
+        future = xp.triu(xp.ones((T, T), dtype=bool), k=1)  # (T, T), True above the diagonal
+        scores[..., future] = -xp.inf
+    # NOTE: subtract the row max before exp, or exp overflows for large scores.
+    scores -= scores.max(axis=-1, keepdims=True)
+    probs = xp.exp(scores)
+    probs /= probs.sum(axis=-1, keepdims=True)
+    return probs @ v, probs
+
+
+def attention_backward(dout, q, k, v, probs):
+    """With P = probs and S the scaled scores: dv = P^T dout, dP = dout v^T,
+    dS = P * (dP - rowsum(dP * P)), dq = dS k / sqrt(hs), dk = dS^T q / sqrt(hs).
+
+    dout, q, k, v (B, NH, T, hs), probs (B, NH, T, T) -> dq, dk, dv (B, NH, T, hs)
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    dv = probs.swapaxes(-1, -2) @ dout
+    dprobs = dout @ v.swapaxes(-1, -2)  # (B, NH, T, T)
+    dscores = probs * (dprobs - (dprobs * probs).sum(axis=-1, keepdims=True))
+    dq = (dscores @ k) * scale
+    dk = (dscores.swapaxes(-1, -2) @ q) * scale
+    return dq, dk, dv
+
+
+# --- softmax + cross-entropy --------------------------------------------------------------------
+
+
+def crossentropy_forward(logits, targets):
+    """loss = mean_i( logsumexp(logits_i) - logits_i[targets_i] ), and probs = softmax(logits).
+
+    logits (N, V), targets (N,) integers in [0, V) -> loss () , probs (N, V)
+    """
+    xp = get_array_module(logits)
+    N = logits.shape[0]
+    # NOTE: the log-sum-exp trick: shift each row by its max so exp never overflows.
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    sumexp = xp.exp(shifted).sum(axis=-1, keepdims=True)  # (N, 1)
+    logprobs = shifted - xp.log(sumexp)
+    loss = -logprobs[xp.arange(N), targets].mean()
+    return loss, xp.exp(logprobs)
+
+
+def crossentropy_backward(dloss, probs, targets):
+    """dlogits = dloss * (probs - onehot(targets)) / N.  -> dlogits (N, V)"""
+    xp = get_array_module(probs)
+    N = probs.shape[0]
+    dlogits = probs.copy()
+    dlogits[xp.arange(N), targets] -= 1.0
+    dlogits *= dloss / N
+    return dlogits
+
+
+# --- the optimizer ------------------------------------------------------------------------------
+
+
+def adamw_update(params, grads, ms, vs, lr, beta1, beta2, eps, weight_decay, step):
+    """One AdamW step, in place on every array of the lists params, ms, vs (t = step >= 1):
+
+    p <- p (1 - lr wd);  m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2;
+    p <- p - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+    """
+    bias_correction1 = 1.0 - beta1**step
+    bias_correction2 = 1.0 - beta2**step
+    for p, g, m, v in zip(params, grads, ms, vs):
+        xp = get_array_module(p)
+        p *= 1.0 - lr * weight_decay
+        m *= beta1
+        m += (1.0 - beta1) * g
+        v *= beta2
+        v += (1.0 - beta2) * (g * g)
+        denom = xp.sqrt(v) / math.sqrt(bias_correction2) + eps
+        p -= (lr / bias_correction1) * (m / denom)
+
+
+def global_norm(grads):
+    """sqrt(sum over every array of sum(g^2)), as a Python float."""
+    total = 0.0
+    for g in grads:
+        total += float((g * g).sum())
+    return math.sqrt(total)
