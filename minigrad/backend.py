@@ -86,7 +86,7 @@ def device_of(x):
 def to_device(x, device):
     """Copy a raw array to 'cpu' (NumPy) or 'cuda' (CuPy); returns x itself when it is already there."""
     if device == "cpu":
-        return x if isinstance(x, np.ndarray) else _get_cupy().asnumpy(x)
+        return np.asarray(x) if get_array_module(x) is np else x.get()
     if device == "cuda":
         return _get_cupy().asarray(x)
     raise ValueError(f"unknown device {device!r}: use 'cpu' or 'cuda'")

@@ -58,6 +58,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_elements=None, see
             numeric = (plus - minus) / (2 * eps)
             a = float(analytic.reshape(-1)[p])
             excess = abs(a - numeric) - (atol + rtol * abs(numeric))
+            if not (np.isfinite(a) and np.isfinite(numeric)):
+                excess = np.inf  # a NaN or Inf on either side is a failure, never a pass
             if worst is None or excess > worst[0]:
                 worst = (excess, p, numeric, a)
         excess, p, numeric, a = worst

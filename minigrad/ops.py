@@ -63,11 +63,11 @@ class Neg(Function):
         return -dout
 
 
-@register("pow")
+@register("pow", method=False)
 class Pow(Function):
     """x ** p for a constant number p."""
 
-    def forward(self, x, p):
+    def forward(self, x, *, p):
         if isinstance(p, Tensor) or hasattr(p, "shape"):
             raise TypeError("pow: the exponent must be a Python number (use exp(log(x) * y) for a tensor)")
         self.x, self.p = x, p
@@ -322,7 +322,7 @@ for _name in ("lt", "le", "gt", "ge", "eq", "ne"):
     setattr(Tensor, f"__{_name}__", _compare({"lt": "less", "le": "less_equal", "gt": "greater",
                                               "ge": "greater_equal", "eq": "equal", "ne": "not_equal"}[_name]))
 Tensor.__neg__ = lambda self: Neg.apply(self)
-Tensor.__pow__ = lambda self, p: Pow.apply(self, p)
+Tensor.__pow__ = Tensor.pow = lambda self, p: Pow.apply(self, p=p)
 Tensor.__getitem__ = lambda self, index: GetItem.apply(self, index=index)
 Tensor.div = Tensor.__truediv__
 Tensor.T = property(lambda self: Permute.apply(self, tuple(reversed(range(self.ndim)))))

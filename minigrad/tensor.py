@@ -256,15 +256,18 @@ class Function:
       shape or the input's own shape: the engine sums broadcast gradients back.
     """
 
+    name = None  # set by @register; an unregistered Function (a student's own) works as well
     inputs = None
     n_inputs = None
 
     @classmethod
     def apply(cls, *args, **params):
         n = len(args) if cls.n_inputs is None else cls.n_inputs
-        inputs = _lift_inputs(args[:n], cls.name)
+        inputs = _lift_inputs(args[:n], cls.name or cls.__name__)
         fn = cls()
         out = fn.forward(*[None if t is None else t.data for t in inputs], *args[n:], **params)
+        if isinstance(out, np.generic):  # NumPy reductions return scalars; keep every .data an array
+            out = np.asarray(out)
         needs_grad = _grad_enabled and any(t is not None and t.requires_grad for t in inputs)
         result = Tensor._from_op(out, needs_grad)
         if needs_grad:

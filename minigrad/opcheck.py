@@ -1,0 +1,180 @@
+"""Gradient-check cases for every registered op and every function of minigrad.functional.
+
+Each case is ``(label, fn, make_inputs)``: ``make_inputs(rng)`` returns float64 Tensors (and other
+arguments) and ``mg.gradcheck(fn, make_inputs(rng))`` must pass. The test suite runs them all and
+fails when a registered op has no case; ``check_all`` runs them for a report.
+"""
+
+import numpy as np
+
+import minigrad.functional as F
+from minigrad.gradcheck import GradcheckError, gradcheck
+from minigrad.ops import cat, masked_fill, split, where
+from minigrad.tensor import Tensor
+
+
+def param(rng, *shape, low=None):
+    """A float64 leaf that requires grad: N(0, 1), or uniform in [low, low + 1] when low is given."""
+    data = rng.standard_normal(shape) if low is None else low + rng.random(shape)
+    return Tensor(data, requires_grad=True)
+
+
+def away_from_zero(rng, *shape):
+    """Values whose magnitude is at least 0.2, so relu's kink (or a division) is not straddled."""
+    x = rng.standard_normal(shape)
+    return Tensor(np.sign(x) * (0.2 + np.abs(x)), requires_grad=True)
+
+
+def distinct(rng, *shape):
+    """A random permutation of well-separated values, so max has no ties within eps."""
+    return Tensor(rng.permutation(np.prod(shape)).reshape(shape) * 0.1 + 0.01 * rng.random(shape), requires_grad=True)
+
+
+def _causal_attention(q, k, v):
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+def _reused(x):  # a tensor used several times: the gradients of every use add up
+    return x * x + x.exp() * x - x
+
+
+CASES = {
+    "add": [
+        ("same shape", lambda a, b: a + b, lambda r: [param(r, 3, 4), param(r, 3, 4)]),
+        ("(C,) + (B, T, C)", lambda a, b: a + b, lambda r: [param(r, 2, 3, 4), param(r, 4)]),
+        ("(B, 1, T) + (B, T, T)", lambda a, b: a + b, lambda r: [param(r, 2, 1, 3), param(r, 2, 3, 3)]),
+        ("scalar + tensor", lambda a: 2.5 + a, lambda r: [param(r, 3)]),
+    ],
+    "sub": [
+        ("broadcast", lambda a, b: a - b, lambda r: [param(r, 2, 3), param(r, 3)]),
+        ("scalar - tensor", lambda a: 1.0 - a, lambda r: [param(r, 4)]),
+    ],
+    "mul": [
+        ("broadcast", lambda a, b: a * b, lambda r: [param(r, 2, 3, 4), param(r, 1, 3, 1)]),
+        ("tensor used several times", _reused, lambda r: [param(r, 5)]),
+    ],
+    "div": [
+        ("broadcast", lambda a, b: a / b, lambda r: [param(r, 3, 4), param(r, 4, low=0.5)]),
+        ("scalar / tensor", lambda a: 2.0 / a, lambda r: [param(r, 3, low=0.5)]),
+    ],
+    "neg": [("elementwise", lambda a: -a, lambda r: [param(r, 3, 2)])],
+    "pow": [
+        ("square", lambda a: a**2, lambda r: [param(r, 3, 2)]),
+        ("fractional power", lambda a: a**1.5, lambda r: [param(r, 4, low=0.5)]),
+        ("negative power", lambda a: a**-1, lambda r: [param(r, 4, low=0.5)]),
+    ],
+    "matmul": [
+        ("2-D", lambda a, b: a @ b, lambda r: [param(r, 3, 4), param(r, 4, 5)]),
+        ("batched", lambda a, b: a @ b, lambda r: [param(r, 2, 3, 3, 4), param(r, 2, 3, 4, 2)]),
+        ("batched with broadcasting", lambda a, b: a @ b, lambda r: [param(r, 2, 3, 4), param(r, 4, 5)]),
+        ("broadcast batch axes", lambda a, b: a @ b, lambda r: [param(r, 2, 1, 3, 4), param(r, 1, 3, 4, 2)]),
+        ("matrix @ vector", lambda a, b: a @ b, lambda r: [param(r, 3, 4), param(r, 4)]),
+        ("vector @ batched", lambda a, b: a @ b, lambda r: [param(r, 4), param(r, 2, 4, 3)]),
+    ],
+    "exp": [("elementwise", lambda a: a.exp(), lambda r: [param(r, 3, 4)])],
+    "log": [("elementwise", lambda a: a.log(), lambda r: [param(r, 3, 4, low=0.5)])],
+    "tanh": [("elementwise", lambda a: a.tanh(), lambda r: [param(r, 3, 4)])],
+    "sqrt": [("elementwise", lambda a: a.sqrt(), lambda r: [param(r, 3, 4, low=0.5)])],
+    "relu": [("away from the kink", lambda a: a.relu(), lambda r: [away_from_zero(r, 4, 5)])],
+    "sum": [
+        ("all", lambda a: a.sum(), lambda r: [param(r, 3, 4)]),
+        ("axis", lambda a: a.sum(axis=1), lambda r: [param(r, 2, 3, 4)]),
+        ("axes, keepdims", lambda a: a.sum(axis=(0, 2), keepdims=True), lambda r: [param(r, 2, 3, 4)]),
+        ("negative axis", lambda a: a.sum(-1), lambda r: [param(r, 2, 3)]),
+    ],
+    "mean": [
+        ("all", lambda a: a.mean(), lambda r: [param(r, 3, 4)]),
+        ("axis, keepdims", lambda a: a.mean(axis=-1, keepdims=True), lambda r: [param(r, 2, 3, 4)]),
+    ],
+    "max": [
+        ("all", lambda a: a.max(), lambda r: [distinct(r, 3, 4)]),
+        ("axis", lambda a: a.max(axis=1), lambda r: [distinct(r, 2, 3, 4)]),
+        ("axis, keepdims", lambda a: a.max(axis=-1, keepdims=True), lambda r: [distinct(r, 2, 5)]),
+    ],
+    "reshape": [
+        ("tuple", lambda a: a.reshape((4, 3)), lambda r: [param(r, 2, 6)]),
+        ("with -1", lambda a: a.reshape(2, -1, 2), lambda r: [param(r, 12)]),
+    ],
+    "permute": [
+        ("3-D", lambda a: a.permute(2, 0, 1), lambda r: [param(r, 2, 3, 4)]),
+        ("transpose two axes", lambda a: a.transpose(1, 2), lambda r: [param(r, 2, 3, 4)]),
+        (".T", lambda a: a.T, lambda r: [param(r, 3, 4)]),
+    ],
+    "getitem": [
+        ("slices", lambda a: a[1:, ::2], lambda r: [param(r, 3, 5)]),
+        ("integer", lambda a: a[1], lambda r: [param(r, 3, 5)]),
+        ("gather with repeated indices", lambda a: a[np.array([0, 2, 2, 1, 2])], lambda r: [param(r, 3, 4)]),
+        ("2-D index array (embedding)", lambda a: a[np.array([[0, 1, 1], [3, 3, 3]])], lambda r: [param(r, 4, 2)]),
+        ("row and column arrays", lambda a: a[np.arange(3), np.array([1, 1, 0])], lambda r: [param(r, 3, 2)]),
+    ],
+    "concatenate": [
+        ("axis 0", lambda a, b: cat([a, b], axis=0), lambda r: [param(r, 2, 3), param(r, 1, 3)]),
+        ("last axis, same tensor twice", lambda a, b: cat([a, b, a], axis=-1), lambda r: [param(r, 2, 3), param(r, 2, 2)]),
+    ],
+    "where": [
+        ("broadcast condition", lambda a, b: where(np.array([True, False, True]), a, b),
+         lambda r: [param(r, 2, 3), param(r, 2, 3)]),
+        ("masked_fill", lambda a: masked_fill(a, np.triu(np.ones((3, 3), bool), 1), -7.0),
+         lambda r: [param(r, 2, 3, 3)]),
+    ],
+    "cross_entropy": [
+        ("(N, V)", lambda x: F.cross_entropy(x, np.array([0, 3, 3, 1])), lambda r: [param(r, 4, 5)]),
+        ("(B, T, V)", lambda x: F.cross_entropy(x, np.array([[0, 1, 2], [2, 2, 0]])), lambda r: [param(r, 2, 3, 4)]),
+        ("large logits", lambda x: F.cross_entropy(x * 1e4, np.array([1, 0, 2])), lambda r: [param(r, 3, 4)]),
+    ],
+    "layer_norm": [
+        ("(B, T, C)", F.layer_norm, lambda r: [param(r, 2, 3, 5), param(r, 5), param(r, 5)]),
+        ("no bias", lambda x, w: F.layer_norm(x, w), lambda r: [param(r, 4, 6), param(r, 6)]),
+    ],
+    "gelu": [("elementwise", F.gelu, lambda r: [param(r, 3, 7)])],
+    "scaled_dot_product_attention": [
+        ("causal", _causal_attention, lambda r: [param(r, 2, 2, 5, 3) for _ in range(3)]),
+        ("not causal", lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=False),
+         lambda r: [param(r, 1, 3, 4, 2) for _ in range(3)]),
+        ("T = 1, one head", _causal_attention, lambda r: [param(r, 2, 1, 1, 4) for _ in range(3)]),
+        ("same tensor as q, k and v", lambda x: _causal_attention(x, x, x), lambda r: [param(r, 1, 2, 4, 3)]),
+    ],
+}
+
+# minigrad.functional's composites and the ops.py helpers built on primitives: checked all the same.
+COMPOSITES = {
+    "linear": [
+        ("with bias", F.linear, lambda r: [param(r, 2, 3, 4), param(r, 5, 4), param(r, 5)]),
+        ("no bias", F.linear, lambda r: [param(r, 3, 4), param(r, 2, 4)]),
+    ],
+    "softmax": [
+        ("last axis", F.softmax, lambda r: [param(r, 3, 5)]),
+        ("axis 0", lambda x: F.softmax(x, axis=0), lambda r: [param(r, 3, 5)]),
+        ("large logits", lambda x: F.softmax(x * 1e4), lambda r: [distinct(r, 2, 4)]),
+    ],
+    "log_softmax": [
+        ("last axis", F.log_softmax, lambda r: [param(r, 3, 5)]),
+        ("large logits", lambda x: F.log_softmax(x * 1e4), lambda r: [param(r, 2, 4)]),
+    ],
+    "embedding": [("repeated ids", lambda w: F.embedding(np.array([[1, 1, 0], [2, 1, 1]]), w), lambda r: [param(r, 3, 4)])],
+    "split": [
+        ("sizes, every piece used", lambda x: sum(p.sum() * (i + 1) for i, p in enumerate(split(x, [1, 3], axis=1))),
+         lambda r: [param(r, 2, 4)]),
+        ("split size", lambda x: split(x, 2, axis=0)[1] * 3, lambda r: [param(r, 5, 2)]),
+    ],
+}
+
+
+def all_cases():
+    """(name, label, fn, make_inputs) for every case."""
+    for table in (CASES, COMPOSITES):
+        for name, cases in table.items():
+            for label, fn, make_inputs in cases:
+                yield name, label, fn, make_inputs
+
+
+def check_all(seed=0):
+    """Run every case; returns rows (name, label, ok, message)."""
+    rows = []
+    for name, label, fn, make_inputs in all_cases():
+        try:
+            gradcheck(fn, make_inputs(np.random.default_rng(seed)))
+            rows.append((name, label, True, ""))
+        except GradcheckError as e:
+            rows.append((name, label, False, str(e)))
+    return rows
