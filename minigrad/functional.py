@@ -1,11 +1,12 @@
 """minigrad.functional (imported as F): neural-network functions with PyTorch's names.
 
 Two kinds live here:
-- composites of the primitive ops (linear, softmax, log_softmax, embedding), whose backward the
-  engine derives from the primitives';
-- fused Functions (cross_entropy, layer_norm, gelu, scaled_dot_product_attention), one graph node
-  each, whose forward and backward call ``backend.kernels_for(x)``: the C++ kernels on the CPU when
-  they are built, else the reference in ``minigrad.kernels``.
+- composites of the primitive ops (softmax, log_softmax, embedding), whose backward the engine
+  derives from the primitives';
+- Functions of their own: linear (so each product is one GEMM), and the fused cross_entropy,
+  layer_norm, gelu and scaled_dot_product_attention, one graph node each, whose forward and
+  backward call ``backend.kernels_for(x)``: the C++ kernels on the CPU when they are built, else
+  the reference in ``minigrad.kernels``.
 """
 
 from minigrad.backend import get_array_module, kernels_for
@@ -13,10 +14,33 @@ from minigrad.ops import cat, masked_fill, split, transpose, where  # noqa: F401
 from minigrad.tensor import Function, Tensor, register
 
 
+@register("linear", method=False)
+class Linear(Function):
+    """y = x W^T + b as one node: the leading axes of x fold into one, so each product is one GEMM.
+
+    x (..., in), weight (out, in), bias (out,) -> y (..., out);
+    dx = dy W, dW = dy^T x, db = sum of dy over the folded rows.
+    """
+
+    def forward(self, x, weight, bias):
+        self.x2 = x.reshape(-1, x.shape[-1])  # (N, in)
+        self.weight = weight
+        y = self.x2 @ weight.T  # (N, out)
+        if bias is not None:
+            y += bias
+        return y.reshape(*x.shape[:-1], weight.shape[0])
+
+    def backward(self, dout):
+        dout2 = dout.reshape(-1, dout.shape[-1])  # (N, out)
+        dx = (dout2 @ self.weight).reshape(*dout.shape[:-1], self.weight.shape[1]) if self.needs_input_grad[0] else None
+        dweight = dout2.T @ self.x2 if self.needs_input_grad[1] else None
+        dbias = dout2.sum(axis=0) if self.needs_input_grad[2] else None
+        return dx, dweight, dbias
+
+
 def linear(x, weight, bias=None):
     """y = x W^T + b, weight (out_features, in_features), x (..., in_features)."""
-    y = x @ weight.T
-    return y if bias is None else y + bias
+    return Linear.apply(x, weight, bias)
 
 
 def softmax(x, axis=-1):

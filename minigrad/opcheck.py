@@ -117,6 +117,11 @@ CASES = {
         ("masked_fill", lambda a: masked_fill(a, np.triu(np.ones((3, 3), bool), 1), -7.0),
          lambda r: [param(r, 2, 3, 3)]),
     ],
+    "linear": [
+        ("(B, T, in) with bias", F.linear, lambda r: [param(r, 2, 3, 4), param(r, 5, 4), param(r, 5)]),
+        ("(N, in), no bias", F.linear, lambda r: [param(r, 3, 4), param(r, 2, 4)]),
+        ("input used twice", lambda x, w: F.linear(F.linear(x, w), w), lambda r: [param(r, 2, 3), param(r, 3, 3)]),
+    ],
     "cross_entropy": [
         ("(N, V)", lambda x: F.cross_entropy(x, np.array([0, 3, 3, 1])), lambda r: [param(r, 4, 5)]),
         ("(B, T, V)", lambda x: F.cross_entropy(x, np.array([[0, 1, 2], [2, 2, 0]])), lambda r: [param(r, 2, 3, 4)]),
@@ -138,10 +143,6 @@ CASES = {
 
 # minigrad.functional's composites and the ops.py helpers built on primitives: checked all the same.
 COMPOSITES = {
-    "linear": [
-        ("with bias", F.linear, lambda r: [param(r, 2, 3, 4), param(r, 5, 4), param(r, 5)]),
-        ("no bias", F.linear, lambda r: [param(r, 3, 4), param(r, 2, 4)]),
-    ],
     "softmax": [
         ("last axis", F.softmax, lambda r: [param(r, 3, 5)]),
         ("axis 0", lambda x: F.softmax(x, axis=0), lambda r: [param(r, 3, 5)]),

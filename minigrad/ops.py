@@ -262,8 +262,16 @@ class GetItem(Function):
     def backward(self, dout):
         xp = get_array_module(dout)
         dx = xp.zeros(self.shape, dtype=self.dtype)
-        scatter_add(dx, self.index, dout)
+        if _has_array(self.index):
+            scatter_add(dx, self.index, dout)  # an index may repeat: its gradients must add up
+        else:
+            dx[self.index] = dout  # slices and integers pick each element at most once
         return dx
+
+
+def _has_array(index):
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(hasattr(i, "shape") or isinstance(i, (list, bool)) for i in parts)
 
 
 @register("concatenate", method=False)
