@@ -9,7 +9,9 @@ from minigrad import functional, ops
 from minigrad.backend import backend_info, get_backend, set_backend, set_num_threads
 from minigrad.gradcheck import GradcheckError, gradcheck
 from minigrad.ops import cat, masked_fill, split, transpose, where
+from minigrad.profiler import profile
 from minigrad.tensor import REGISTRY, Function, Tensor, is_grad_enabled, no_grad, register
+from minigrad.viz import draw_graph
 
 __version__ = "0.1.0"
 
@@ -18,4 +20,5 @@ __all__ = [
     "gradcheck", "GradcheckError", "functional", "ops",
     "cat", "split", "where", "masked_fill", "transpose",
     "backend_info", "get_backend", "set_backend", "set_num_threads",
+    "draw_graph", "profile",
 ]

@@ -14,6 +14,7 @@ import numpy as np
 from minigrad.backend import device_of, get_array_module, to_device
 
 _grad_enabled = True
+_active_profiler = None  # a minigrad.profiler.profile while one is open; off, it costs one `is None` per call
 
 
 class no_grad:
@@ -176,7 +177,10 @@ class Tensor:
                     "backward through a graph that was already freed; "
                     "pass retain_graph=True to the first backward() to walk it twice"
                 )
-            input_grads = fn.backward(g)
+            if _active_profiler is None:
+                input_grads = fn.backward(g)
+            else:
+                input_grads = _active_profiler.record(type(fn), "backward", fn.backward, g)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             for inp, ig in zip(fn.inputs, input_grads):
@@ -265,7 +269,11 @@ class Function:
         n = len(args) if cls.n_inputs is None else cls.n_inputs
         inputs = _lift_inputs(args[:n], cls.name or cls.__name__)
         fn = cls()
-        out = fn.forward(*[None if t is None else t.data for t in inputs], *args[n:], **params)
+        arrays = [None if t is None else t.data for t in inputs]
+        if _active_profiler is None:
+            out = fn.forward(*arrays, *args[n:], **params)
+        else:
+            out = _active_profiler.record(cls, "forward", fn.forward, *arrays, *args[n:], **params)
         if isinstance(out, np.generic):  # NumPy reductions return scalars; keep every .data an array
             out = np.asarray(out)
         needs_grad = _grad_enabled and any(t is not None and t.requires_grad for t in inputs)
