@@ -22,6 +22,29 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_elements=None, see
     max_elements: check at most this many randomly chosen elements of each input (None: all).
     Returns True, or raises GradcheckError naming the input, the worst element, both values.
     """
+    for i, positions, numeric, analytic in gradient_comparison(fn, inputs, eps, max_elements, seed):
+        excess = tolerance_excess(numeric, analytic, atol, rtol)
+        worst = int(np.argmax(excess))
+        if excess[worst] > 0:
+            x = inputs[i]
+            index = np.unravel_index(positions[worst], x.shape)
+            name = f" ({x.name})" if x.name else ""
+            raise GradcheckError(
+                f"gradcheck: input {i}{name} at index {tuple(int(j) for j in index)}: "
+                f"numeric {numeric[worst]:.10g} vs analytic {analytic[worst]:.10g} (tolerance atol={atol}, rtol={rtol})"
+            )
+    return True
+
+
+def tolerance_excess(numeric, analytic, atol, rtol):
+    """|analytic - numeric| - (atol + rtol |numeric|) per element: > 0 fails; a NaN or Inf is +inf."""
+    excess = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
+    return np.where(np.isfinite(numeric) & np.isfinite(analytic), excess, np.inf)
+
+
+def gradient_comparison(fn, inputs, eps=1e-6, max_elements=None, seed=0):
+    """The numbers gradcheck compares: for each input i that requires grad, a tuple
+    (i, positions, numeric, analytic) of the checked flat positions and both derivatives there."""
     rng = np.random.default_rng(seed)
     checked = [i for i, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
     if not checked:
@@ -39,6 +62,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_elements=None, see
         with no_grad():
             return float((fn(*inputs).numpy() * dout).sum())
 
+    results = []
     for i in checked:
         x = inputs[i]
         analytic = np.zeros(x.shape) if x.grad is None else to_device(x.grad, "cpu")
@@ -47,27 +71,80 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, max_elements=None, see
         positions = np.arange(flat.size)
         if max_elements is not None and flat.size > max_elements:
             positions = rng.choice(flat.size, size=max_elements, replace=False)
-        worst = None
-        for p in positions:
+        numeric = np.empty(len(positions))
+        for j, p in enumerate(positions):
             original = float(flat[p])
             flat[p] = original + eps
             plus = objective()
             flat[p] = original - eps
             minus = objective()
             flat[p] = original
-            numeric = (plus - minus) / (2 * eps)
-            a = float(analytic.reshape(-1)[p])
-            excess = abs(a - numeric) - (atol + rtol * abs(numeric))
-            if not (np.isfinite(a) and np.isfinite(numeric)):
-                excess = np.inf  # a NaN or Inf on either side is a failure, never a pass
-            if worst is None or excess > worst[0]:
-                worst = (excess, p, numeric, a)
-        excess, p, numeric, a = worst
-        if excess > 0:
-            index = np.unravel_index(p, x.shape)
-            name = f" ({x.name})" if x.name else ""
-            raise GradcheckError(
-                f"gradcheck: input {i}{name} at index {tuple(int(j) for j in index)}: "
-                f"numeric {numeric:.10g} vs analytic {a:.10g} (tolerance atol={atol}, rtol={rtol})"
-            )
-    return True
+            numeric[j] = (plus - minus) / (2 * eps)
+        results.append((i, positions, numeric, analytic.reshape(-1)[positions].astype(np.float64)))
+    return results
+
+
+# --- the command line: python -m minigrad.gradcheck ----------------------------------------------
+
+
+def main(argv=None):
+    """Run every case of minigrad.opcheck (each registered op and functional composite) and print,
+    per op, the worst errors of its backward against finite differences, worst first.
+    Relative error: |a - n| / max(|a|, |n|, atol); "of tol": |a - n| / (atol + rtol |n|), > 1 fails.
+    Returns the exit status: 0 when every case passes, 1 otherwise."""
+    import argparse
+
+    from minigrad import opcheck  # NOTE: imported here, not at the top: opcheck imports this module
+
+    parser = argparse.ArgumentParser(prog="python -m minigrad.gradcheck", description=main.__doc__.split("\n")[0])
+    parser.add_argument("--op", action="append", help="check only this op (repeatable)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the inputs and the upstream gradient")
+    args = parser.parse_args(argv)
+    atol, rtol = 1e-5, 1e-3  # gradcheck's defaults
+
+    per_op, failures = {}, []  # op -> [cases, max abs err, max rel err, max of tol]
+    for name, label, fn, make_inputs in opcheck.all_cases():
+        if args.op and name not in args.op:
+            continue
+        row = per_op.setdefault(name, [0, 0.0, 0.0, 0.0])
+        row[0] += 1
+        try:
+            comparisons = gradient_comparison(fn, make_inputs(np.random.default_rng(args.seed)), seed=args.seed)
+        except Exception as e:  # a case that cannot run fails too, with its reason
+            row[3] = np.inf
+            failures.append(f"{name} [{label}]: {type(e).__name__}: {e}")
+            continue
+        for i, _, numeric, analytic in comparisons:
+            finite = np.isfinite(numeric) & np.isfinite(analytic)
+            diff = np.where(finite, np.abs(analytic - numeric), np.inf)
+            rel = diff / np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)), atol)
+            of_tol = diff / (atol + rtol * np.abs(numeric))
+            if np.any(tolerance_excess(numeric, analytic, atol, rtol) > 0):
+                failures.append(f"{name} [{label}]: input {i}: worst |analytic - numeric| = {diff.max():.3e}")
+            row[1:] = max(row[1], diff.max()), max(row[2], np.nanmax(rel)), max(row[3], np.nanmax(of_tol))
+    if not per_op:
+        known = sorted({name for name, *_ in opcheck.all_cases()})
+        parser.error(f"no case for op {args.op}; the ops are: {', '.join(known)}")
+
+    width = max(len("op"), *(len(name) for name in per_op))
+    header = f"{'op':<{width}}  {'cases':>5}  {'max abs err':>11}  {'max rel err':>11}  {'of tol':>9}  status"
+    print(header)
+    print("-" * len(header))
+    for name, (cases, abs_err, rel_err, of_tol) in sorted(per_op.items(), key=lambda kv: (kv[1][3] <= 1, -kv[1][2])):
+        status = "ok" if of_tol <= 1 else "FAIL"  # failures first, then the largest relative error
+        print(f"{name:<{width}}  {cases:>5}  {abs_err:>11.2e}  {rel_err:>11.2e}  {of_tol:>9.2e}  {status}")
+    n_cases = sum(row[0] for row in per_op.values())
+    print("-" * len(header))
+    print(f"{n_cases} cases, {len(per_op)} ops, float64, eps=1e-6, atol={atol}, rtol={rtol}: "
+          + ("all pass" if not failures else f"{len(failures)} FAILED"))
+    for line in failures:
+        print("FAIL " + line)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    # NOTE: `python -m` runs this file as a second module, __main__, beside the minigrad.gradcheck that
+    # `import minigrad` already loaded; call that module's main so one GradcheckError class is in play.
+    from minigrad.gradcheck import main as _package_main
+
+    raise SystemExit(_package_main())
