@@ -1,0 +1,176 @@
+"""minigrad.nn: Module and the layers of a GPT, with PyTorch's and nanoGPT's names.
+
+A Module finds its parameters and submodules by looking at its attributes: a Tensor that requires
+grad is a parameter, a Module or a list of Modules is a submodule. Names are dotted attribute paths
+(``transformer.h.0.attn.c_attn.weight``), so state dicts map one to one onto nanoGPT's.
+"""
+
+import numpy as np
+
+from minigrad import functional as F
+from minigrad.backend import to_device
+from minigrad.tensor import Tensor
+
+
+def _normal(rng, shape, std):
+    """A float32 parameter drawn from N(0, std^2)."""
+    return Tensor(rng.normal(0.0, std, size=shape).astype(np.float32), requires_grad=True)
+
+
+def _constant(shape, value):
+    return Tensor(np.full(shape, value, dtype=np.float32), requires_grad=True)
+
+
+class Module:
+    """Base class: parameters(), named_parameters(), state_dict(), load_state_dict(), train(), eval(), to()."""
+
+    training = True
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def named_children(self):
+        """(name, module) for each direct submodule; a list of modules is named by its indices."""
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                yield name, value
+            elif isinstance(value, (list, tuple)) and value and all(isinstance(m, Module) for m in value):
+                for i, m in enumerate(value):
+                    yield f"{name}.{i}", m
+
+    def _named_tensors(self, prefix=""):
+        """Every (name, parameter) reachable, tied parameters once per name that holds them."""
+        for name, value in vars(self).items():
+            if isinstance(value, Tensor) and value.requires_grad:
+                yield prefix + name, value
+        for name, child in self.named_children():
+            yield from child._named_tensors(prefix + name + ".")
+
+    def named_parameters(self):
+        """(name, parameter) pairs; a tied parameter appears once, under its first name."""
+        seen = set()
+        for name, p in self._named_tensors():
+            if id(p) not in seen:
+                seen.add(id(p))
+                yield name, p
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def state_dict(self):
+        """name -> ndarray (a copy) for every name a parameter has, tied ones included (as nanoGPT's)."""
+        return {name: np.array(p.numpy()) for name, p in self._named_tensors()}
+
+    def load_state_dict(self, state):
+        """Copy arrays into the parameters; the names and shapes must match exactly."""
+        own = dict(self._named_tensors())
+        missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+        if missing or unexpected:
+            raise ValueError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        for name, p in own.items():
+            value = np.asarray(state[name])
+            if value.shape != p.shape:
+                raise ValueError(f"load_state_dict: {name} has shape {value.shape}, the model expects {p.shape}")
+            p.data[...] = to_device(value.astype(p.dtype), p.device)
+
+    def train(self, mode=True):
+        """Set training mode here and in every submodule (this GPT has no dropout: it changes nothing yet)."""
+        self.training = mode
+        for _, child in self.named_children():
+            child.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def to(self, device=None, dtype=None):
+        """Move every parameter to 'cpu' or 'cuda' and/or cast it to dtype (np.float64 for a gradcheck),
+        in place: each parameter stays the same Tensor, so tied weights stay tied."""
+        for p in self.parameters():
+            if device is not None:
+                p.data = to_device(p.data, device)
+            if dtype is not None:
+                p.data = p.data.astype(dtype)
+            p.grad = None
+        return self
+
+
+class Linear(Module):
+    """y = x W^T + b, weight (out_features, in_features) ~ N(0, std^2), bias zeros."""
+
+    def __init__(self, in_features, out_features, bias=True, *, rng, std=0.02):
+        self.weight = _normal(rng, (out_features, in_features), std)
+        self.bias = _constant((out_features,), 0.0) if bias else None
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+
+class Embedding(Module):
+    """A (num_embeddings, embedding_dim) table; forward(idx) picks one row per integer id."""
+
+    def __init__(self, num_embeddings, embedding_dim, *, rng, std=0.02):
+        self.weight = _normal(rng, (num_embeddings, embedding_dim), std)
+
+    def forward(self, idx):
+        return F.embedding(idx, self.weight)
+
+
+class LayerNorm(Module):
+    """LayerNorm over the last axis, weight ones and bias zeros (bias=False leaves it out)."""
+
+    def __init__(self, n_features, bias=True, eps=1e-5):
+        self.weight = _constant((n_features,), 1.0)
+        self.bias = _constant((n_features,), 0.0) if bias else None
+        self.eps = eps
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight, self.bias, self.eps)
+
+
+class CausalSelfAttention(Module):
+    """Multi-head causal self-attention: one fused q,k,v projection, n_head heads, an output projection."""
+
+    def __init__(self, n_embd, n_head, bias=True, *, rng, proj_std=0.02):
+        if n_embd % n_head != 0:
+            raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
+        self.n_head = n_head
+        self.c_attn = Linear(n_embd, 3 * n_embd, bias, rng=rng)
+        self.c_proj = Linear(n_embd, n_embd, bias, rng=rng, std=proj_std)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        NH, hs = self.n_head, C // self.n_head
+        qkv = self.c_attn(x)  # (B, T, 3C)
+        qkv = qkv.reshape(B, T, 3, NH, hs).permute(2, 0, 3, 1, 4)  # (3, B, NH, T, hs)
+        y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True)  # (B, NH, T, hs)
+        y = y.permute(0, 2, 1, 3).reshape(B, T, C)  # heads side by side again
+        return self.c_proj(y)
+
+
+class MLP(Module):
+    """c_proj(gelu(c_fc(x))), hidden width 4C."""
+
+    def __init__(self, n_embd, bias=True, *, rng, proj_std=0.02):
+        self.c_fc = Linear(n_embd, 4 * n_embd, bias, rng=rng)
+        self.c_proj = Linear(4 * n_embd, n_embd, bias, rng=rng, std=proj_std)
+
+    def forward(self, x):
+        return self.c_proj(F.gelu(self.c_fc(x)))
+
+
+class Block(Module):
+    """A pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, n_embd, n_head, bias=True, *, rng, proj_std=0.02):
+        self.ln_1 = LayerNorm(n_embd, bias)
+        self.attn = CausalSelfAttention(n_embd, n_head, bias, rng=rng, proj_std=proj_std)
+        self.ln_2 = LayerNorm(n_embd, bias)
+        self.mlp = MLP(n_embd, bias, rng=rng, proj_std=proj_std)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+from minigrad.gpt import GPT, GPTConfig  # noqa: E402  (the model is built from the layers above)
