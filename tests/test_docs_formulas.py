@@ -286,3 +286,130 @@ def test_reference_kernels_are_the_documented_formulas(rng):
     close(dq, dS @ k / math.sqrt(3))
     close(dk, dS.swapaxes(-1, -2) @ q / math.sqrt(3))
     close(dv, probs.swapaxes(-1, -2) @ dO)
+
+
+# --- docs/optimizers.md ------------------------------------------------------------------------
+
+
+def param_with_grads(value):
+    return mg.Tensor(np.array(value, dtype=np.float64), requires_grad=True)
+
+
+def test_sgd_momentum_by_hand(rng):
+    lr, mu = 0.1, 0.9
+    p = param_with_grads(rng.standard_normal(4))
+    theta, buf = p.data.copy(), None
+    opt = mg.optim.SGD([p], lr=lr, momentum=mu)
+    for _ in range(3):
+        g = rng.standard_normal(4)
+        p.grad = g.copy()
+        opt.step()
+        buf = g if buf is None else mu * buf + g
+        theta = theta - lr * buf
+        close(p.data, theta, tol=1e-12)
+    g, b = np.array([2.0]), None  # a constant gradient: b_t = g (1 - mu^t) / (1 - mu) -> g / (1 - mu)
+    for t in range(1, 200):
+        b = g if b is None else mu * b + g
+    close(b, g * (1 - mu**199) / (1 - mu), tol=1e-12)
+
+
+def test_adam_moment_is_a_weighted_sum_whose_weights_sum_to_one_minus_beta_power_t(rng):
+    beta1, grads = 0.9, rng.standard_normal(5)
+    m = 0.0
+    for g in grads:
+        m = beta1 * m + (1 - beta1) * g
+    t = len(grads)
+    weights = (1 - beta1) * beta1 ** (t - 1 - np.arange(t))
+    assert m == pytest.approx((weights * grads).sum(), rel=1e-12)
+    assert weights.sum() == pytest.approx(1 - beta1**t, rel=1e-12)
+
+
+def test_bias_correction_makes_a_constant_gradient_exact_from_step_one():
+    p = param_with_grads([0.5, -1.0, 3.0])
+    g = np.array([0.2, -4.0, 1e-3])
+    opt = mg.optim.AdamW([p], lr=0.01, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0)
+    before = p.data.copy()
+    for t in range(1, 4):
+        p.grad = g.copy()
+        opt.step()
+        state = opt.state_of(p)
+        assert state["step"] == t
+        close(state["m_hat"], g, tol=1e-12)
+        close(state["v_hat"], g * g, tol=1e-12)
+        if t == 1:  # the first step moves each element by lr g / (|g| + eps): about lr, whatever |g|
+            close(before - p.data, 0.01 * g / (np.abs(g) + 1e-8), tol=1e-12)
+
+
+def test_adamw_step_by_hand(rng):
+    lr, (b1, b2), eps, wd = 0.05, (0.9, 0.99), 1e-8, 0.1
+    p = param_with_grads(rng.standard_normal((2, 3)))
+    opt = mg.optim.AdamW([p], lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd)
+    theta, m, v = p.data.copy(), np.zeros((2, 3)), np.zeros((2, 3))
+    for t in range(1, 5):
+        g = rng.standard_normal((2, 3))
+        p.grad = g.copy()
+        opt.step()
+        theta = theta * (1 - lr * wd)
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
+        theta = theta - lr * m_hat / (np.sqrt(v_hat) + eps)
+        close(p.data, theta, tol=1e-12)
+        state = opt.state_of(p)
+        for name, want in (("m", m), ("v", v), ("m_hat", m_hat), ("v_hat", v_hat)):
+            close(state[name], want, tol=1e-12)
+
+
+def test_decoupled_decay_shrinks_by_one_minus_lr_wd_where_l2_in_adam_does_not():
+    lr, theta0 = 0.01, np.array([0.5, -2.0, 8.0])
+    for wd in (0.01, 0.1):
+        decoupled = param_with_grads(theta0)
+        opt = mg.optim.AdamW([decoupled], lr=lr, weight_decay=wd)
+        decoupled.grad = np.zeros(3)  # the loss pulls nowhere: only the decay acts
+        opt.step()
+        close(decoupled.data, theta0 * (1 - lr * wd), tol=1e-12)
+
+        l2 = param_with_grads(theta0)  # L2: g <- g + wd theta, fed to Adam without decay
+        opt = mg.optim.AdamW([l2], lr=lr, weight_decay=0.0)
+        l2.grad = wd * theta0
+        opt.step()
+        close(theta0 - l2.data, lr * np.sign(theta0), tol=1e-5)  # a step of ~lr per weight, whatever wd is
+
+
+def test_global_norm_clipping(rng):
+    grads = [rng.standard_normal((3, 4)) * 5, rng.standard_normal(7)]
+    params = [param_with_grads(np.zeros(g.shape)) for g in grads]
+    for p, g in zip(params, grads):
+        p.grad = g.copy()
+    norm = math.sqrt(sum((g * g).sum() for g in grads))
+    assert mg.clip_grad_norm_(params, max_norm=1.0) == pytest.approx(norm, rel=1e-12)
+    for p, g in zip(params, grads):
+        close(p.grad, g * 1.0 / (norm + 1e-6), tol=1e-12)  # same factor for all: the direction is kept
+    clipped = math.sqrt(sum((p.grad * p.grad).sum() for p in params))
+    assert clipped == pytest.approx(1.0, rel=1e-5)
+    before = [p.grad.copy() for p in params]
+    mg.clip_grad_norm_(params, max_norm=10.0)  # under the cap: untouched
+    for p, g in zip(params, before):
+        close(p.grad, g, tol=0)
+
+
+def test_warmup_then_cosine_schedule():
+    lr, min_lr, warmup, decay = 1e-3, 1e-4, 10, 110
+
+    def documented(it):
+        if it < warmup:
+            return lr * (it + 1) / warmup
+        if it >= decay:
+            return min_lr
+        r = (it - warmup) / (decay - warmup)
+        return min_lr + 0.5 * (1 + math.cos(math.pi * r)) * (lr - min_lr)
+
+    values = [mg.optim.lr_at(it, lr, min_lr, warmup, decay) for it in range(130)]
+    for it, value in enumerate(values):
+        assert value == pytest.approx(documented(it), rel=1e-12)
+    assert values[0] == pytest.approx(lr / warmup) and values[warmup - 1] == pytest.approx(lr)
+    assert values[warmup] == pytest.approx(lr)  # r = 0: the cosine starts at lr
+    assert values[(warmup + decay) // 2] == pytest.approx((lr + min_lr) / 2)  # r = 1/2: half-way
+    assert values[decay] == values[129] == min_lr
+    assert all(a <= b for a, b in zip(values[:warmup], values[1:warmup]))
+    assert all(a >= b for a, b in zip(values[warmup:], values[warmup + 1:]))
