@@ -11,7 +11,6 @@ step size must suit the steepest direction and crawls along the flat ones.
 
 import argparse
 import os
-import tempfile
 
 import numpy as np
 
@@ -61,9 +60,8 @@ def save_plot(path, curves):
     ax.set(xlabel="step", ylabel="mean squared error", yscale="log", title="fitting sin(3x) with a tiny MLP")
     ax.legend()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".png")
-    with os.fdopen(fd, "wb") as f:
-        fig.savefig(f, format="png", dpi=100)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
 

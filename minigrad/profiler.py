@@ -40,6 +40,8 @@ class profile:
     """Context manager recording each op's forward and backward call count and time.
 
     ``stats``: Function class name -> OpStats; ``wall_time``: seconds the block ran.
+    Entering the same profile again adds to it, so a training loop can wrap only its step:
+    ``prof = mg.profile()`` once, ``with prof:`` around each step, ``prof.table()`` at the end.
     Profiles do not nest: an inner one records alone until it closes.
     """
 

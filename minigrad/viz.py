@@ -11,9 +11,9 @@ path to something that requires grad appear, and backward frees it: draw before 
 """
 
 import os
+import secrets
 import shutil
 import subprocess
-import tempfile
 
 import numpy as np
 
@@ -106,7 +106,7 @@ def _label(title, t, show_grad_norms):
 
 
 def _write_text(path, text):
-    with open(path, "w", encoding="utf-8") as f:
+    with open(path, "x", encoding="utf-8") as f:
         f.write(text)
 
 
@@ -118,14 +118,17 @@ def _run_dot(dot_program, fmt, source, out_path):
 
 
 def _write_atomically(path, write):
-    """write(tmp) into a temporary file beside path, then os.replace it onto path."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".draw_graph.", suffix=os.path.splitext(str(path))[1])
-    os.close(fd)
+    """write(tmp) to a new temporary name beside path, then os.replace it onto path.
+
+    NOTE: not tempfile.mkstemp: its file is private (mode 0600) and os.replace would keep that mode.
+    """
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
         write(tmp)
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise

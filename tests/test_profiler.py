@@ -64,6 +64,15 @@ def test_nested_profile_records_alone_then_hands_back(rng):
     assert set(outer.stats) == {"Exp", "Log"}
 
 
+def test_entering_again_adds_up(rng):
+    prof = mg.profile()
+    for _ in range(3):
+        with prof:
+            run_mlp(rng, steps=1)
+        run_mlp(rng, steps=1)  # between the blocks: not recorded
+    assert (prof.stats["Tanh"].forward_calls, prof.stats["Tanh"].backward_calls) == (3, 3)
+
+
 def test_table_is_sorted_by_total_time():
     prof = mg.profile()
     prof.stats = {"Cheap": OpStats(2, 0.001, 2, 0.001),

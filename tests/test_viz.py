@@ -103,6 +103,23 @@ def test_svg_goes_through_dot_and_lands_atomically(rng, tmp_path, monkeypatch):
     assert os.listdir(out_dir) == ["g.svg"]  # no temporary file left behind
 
 
+def test_written_files_get_the_usual_permissions_and_failures_leave_nothing(rng, tmp_path, monkeypatch):
+    loss, _, _ = small_graph(rng)
+    mg.draw_graph(loss, tmp_path / "g.dot")
+    (tmp_path / "reference").write_text("x")
+    assert stat.S_IMODE((tmp_path / "g.dot").stat().st_mode) == stat.S_IMODE((tmp_path / "reference").stat().st_mode)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    failing = bin_dir / "dot"
+    failing.write_text('#!/bin/sh\necho "syntax error in line 1" >&2\ntouch "$3"\nexit 1\n')
+    failing.chmod(failing.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out_dir = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="dot -Tpng` failed: syntax error in line 1"):
+        mg.draw_graph(loss, out_dir / "g.png")
+    assert os.listdir(out_dir) == []  # the half-written temporary file is gone
+
+
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's `dot` is not installed")
 def test_real_svg_with_graphviz(rng, tmp_path):
     loss, w, b = small_graph(rng)
