@@ -4,6 +4,7 @@ page gives it, and compared with central finite differences and with the library
 import importlib.util
 import math
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -413,3 +414,28 @@ def test_warmup_then_cosine_schedule():
     assert values[decay] == values[129] == min_lr
     assert all(a <= b for a, b in zip(values[:warmup], values[1:warmup]))
     assert all(a >= b for a, b in zip(values[warmup:], values[warmup + 1:]))
+
+
+# --- the pages point at code that exists -------------------------------------------------------
+
+
+def doc_pages():
+    return sorted((ROOT / "docs").glob("*.md"))
+
+
+@pytest.mark.parametrize("page", doc_pages(), ids=lambda p: p.name)
+def test_every_relative_link_points_to_a_file(page):
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", page.read_text()):
+        if not target.startswith("http"):
+            assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+
+
+@pytest.mark.parametrize("page", doc_pages(), ids=lambda p: p.name)
+def test_every_named_function_is_defined_where_the_page_says(page):
+    """'`layernorm_forward`/`layernorm_backward` in [`minigrad/kernels.py`]' must name real definitions."""
+    text = " ".join(page.read_text().split())
+    for names, path in re.findall(r"((?:`[\w.]+`/)*`[\w.]+`) in \[`([\w/.]+\.py)`\]", text):
+        source = (ROOT / path).read_text()
+        for name in re.findall(r"`([\w.]+)`", names):
+            for part in name.split("."):
+                assert re.search(rf"^\s*(def|class) {part}\b", source, re.M), f"{page.name}: no {part} in {path}"
