@@ -1,12 +1,384 @@
 // minigrad._C: argument checks and pointer extraction only; the arithmetic lives in csrc/cpu/.
+//
+// Every array argument is taken as it is, never converted: a wrong dtype, a view that is not
+// C-contiguous or a shape that does not match raises a one-line TypeError/ValueError naming the
+// function and the argument. Outputs are fresh arrays; the GIL is released while the kernels run.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cpu/adamw.h"
+#include "cpu/attention.h"
+#include "cpu/crossentropy.h"
+#include "cpu/gelu.h"
+#include "cpu/layernorm.h"
 #include "cpu/threads.h"
 
 namespace py = pybind11;
+using Shape = std::vector<py::ssize_t>;
+
+namespace {
+
+// --- argument checks ----------------------------------------------------------------------------
+
+std::string shape_str(const Shape& s) {
+    std::string out = "(";
+    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+    return out + (s.size() == 1 ? ",)" : ")");
+}
+
+Shape shape_of(const py::array& a) { return Shape(a.shape(), a.shape() + a.ndim()); }
+
+std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+// obj as a NumPy array that is C-contiguous, or a TypeError/ValueError.
+py::array as_array(const py::handle& obj, const char* fn, const std::string& name) {
+    if (!py::isinstance<py::array>(obj))
+        throw py::type_error(std::string(fn) + ": " + name + " must be a NumPy array, got " +
+                             py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
+    auto a = py::reinterpret_borrow<py::array>(obj);
+    if (!(a.flags() & py::array::c_style))
+        throw py::value_error(std::string(fn) + ": " + name + " must be C-contiguous; pass np.ascontiguousarray(" +
+                              name + ")");
+    return a;
+}
+
+// An output the kernel writes in place must be writeable.
+void check_writeable(const py::array& a, const char* fn, const std::string& name) {
+    if (!a.writeable()) throw py::value_error(std::string(fn) + ": " + name + " is read-only; pass a writeable array");
+}
+
+enum class Dtype { f32, f64 };
+
+// The dtype the kernel runs in: that of `a`, which must be float32 or float64.
+Dtype float_dtype(const py::array& a, const char* fn, const std::string& name) {
+    if (a.dtype().is(py::dtype::of<float>())) return Dtype::f32;
+    if (a.dtype().is(py::dtype::of<double>())) return Dtype::f64;
+    throw py::type_error(std::string(fn) + ": " + name + " must be float32 or float64, got " + dtype_str(a));
+}
+
+// Every floating input shares the dtype of the first.
+void check_same_dtype(const py::array& a, const py::array& like, const char* fn, const std::string& name,
+                      const std::string& like_name) {
+    if (!a.dtype().is(like.dtype()))
+        throw py::type_error(std::string(fn) + ": " + name + " has dtype " + dtype_str(a) + " but " + like_name +
+                             " has " + dtype_str(like) + "; pass arrays of one dtype");
+}
+
+void check_shape(const py::array& a, const Shape& expected, const char* fn, const std::string& name) {
+    if (shape_of(a) != expected)
+        throw py::value_error(std::string(fn) + ": " + name + " has shape " + shape_str(shape_of(a)) + ", expected " +
+                              shape_str(expected));
+}
+
+void check_min_ndim(const py::array& a, py::ssize_t ndim, const char* fn, const std::string& name,
+                    const char* layout) {
+    if (a.ndim() < ndim)
+        throw py::value_error(std::string(fn) + ": " + name + " must be " + layout + ", got shape " +
+                              shape_str(shape_of(a)));
+}
+
+// Targets: int64, 1-D of length N, every value in [0, V).
+void check_targets(const py::array& targets, int64_t N, int64_t V, const char* fn) {
+    if (!targets.dtype().is(py::dtype::of<int64_t>()))
+        throw py::type_error(std::string(fn) + ": targets must be int64, got " + dtype_str(targets) +
+                             "; pass targets.astype(np.int64)");
+    check_shape(targets, {static_cast<py::ssize_t>(N)}, fn, "targets");
+    const auto* t = static_cast<const int64_t*>(targets.data());
+    for (int64_t n = 0; n < N; ++n)
+        if (t[n] < 0 || t[n] >= V)
+            throw py::value_error(std::string(fn) + ": targets[" + std::to_string(n) + "] = " + std::to_string(t[n]) +
+                                  " is outside [0, " + std::to_string(V) + ")");
+}
+
+template <class T>
+const T* in(const py::array& a) {
+    return static_cast<const T*>(a.data());
+}
+
+template <class T>
+T* out(py::array& a) {
+    return static_cast<T*>(a.mutable_data());
+}
+
+template <class T>
+py::array empty(const Shape& shape) {
+    return py::array_t<T>(shape);
+}
+
+// Calls body.template operator()<float>() or <double>() for the dtype d.
+template <class Body>
+auto dispatch(Dtype d, Body&& body) {
+    return d == Dtype::f32 ? body(float{}) : body(double{});
+}
+
+// --- LayerNorm ----------------------------------------------------------------------------------
+
+py::tuple layernorm_forward(const py::object& x_obj, const py::object& w_obj, const py::object& b_obj, double eps) {
+    const char* fn = "layernorm_forward";
+    py::array x = as_array(x_obj, fn, "x"), w = as_array(w_obj, fn, "weight");
+    check_min_ndim(x, 1, fn, "x", "(..., C)");
+    const Dtype d = float_dtype(x, fn, "x");
+    Shape xs = shape_of(x);
+    const int64_t C = xs.back(), N = C ? x.size() / C : 0;
+    if (C == 0) throw py::value_error(std::string(fn) + ": x has an empty last axis " + shape_str(xs));
+    check_same_dtype(w, x, fn, "weight", "x");
+    check_shape(w, {C}, fn, "weight");
+    py::array b;
+    if (!b_obj.is_none()) {
+        b = as_array(b_obj, fn, "bias");
+        check_same_dtype(b, x, fn, "bias", "x");
+        check_shape(b, {C}, fn, "bias");
+    }
+    const Shape rows(xs.begin(), xs.end() - 1);
+    return dispatch(d, [&](auto zero) {
+        using T = decltype(zero);
+        py::array o = empty<T>(xs), mean = empty<T>(rows), rstd = empty<T>(rows);
+        const T* bias = b_obj.is_none() ? nullptr : in<T>(b);
+        {
+            py::gil_scoped_release release;
+            minigrad::layernorm_forward(out<T>(o), out<T>(mean), out<T>(rstd), in<T>(x), in<T>(w), bias, N, C,
+                                        static_cast<T>(eps));
+        }
+        return py::make_tuple(o, mean, rstd);
+    });
+}
+
+py::tuple layernorm_backward(const py::object& dout_obj, const py::object& x_obj, const py::object& w_obj,
+                             const py::object& mean_obj, const py::object& rstd_obj) {
+    const char* fn = "layernorm_backward";
+    py::array x = as_array(x_obj, fn, "x");
+    check_min_ndim(x, 1, fn, "x", "(..., C)");
+    const Dtype d = float_dtype(x, fn, "x");
+    Shape xs = shape_of(x);
+    const int64_t C = xs.back(), N = C ? x.size() / C : 0;
+    if (C == 0) throw py::value_error(std::string(fn) + ": x has an empty last axis " + shape_str(xs));
+    const Shape rows(xs.begin(), xs.end() - 1);
+    py::array dout = as_array(dout_obj, fn, "dout"), w = as_array(w_obj, fn, "weight");
+    py::array mean = as_array(mean_obj, fn, "mean"), rstd = as_array(rstd_obj, fn, "rstd");
+    for (auto [a, name, shape] : {std::tuple{&dout, "dout", xs}, {&w, "weight", Shape{C}}, {&mean, "mean", rows},
+                                  {&rstd, "rstd", rows}}) {
+        check_same_dtype(*a, x, fn, name, "x");
+        check_shape(*a, shape, fn, name);
+    }
+    return dispatch(d, [&](auto zero) {
+        using T = decltype(zero);
+        py::array dx = empty<T>(xs), dw = empty<T>({C}), db = empty<T>({C});
+        {
+            py::gil_scoped_release release;
+            minigrad::layernorm_backward(out<T>(dx), out<T>(dw), out<T>(db), in<T>(dout), in<T>(x), in<T>(w),
+                                         in<T>(mean), in<T>(rstd), N, C);
+        }
+        return py::make_tuple(dx, dw, db);
+    });
+}
+
+// --- GELU ---------------------------------------------------------------------------------------
+
+py::array gelu_forward(const py::object& x_obj) {
+    const char* fn = "gelu_forward";
+    py::array x = as_array(x_obj, fn, "x");
+    return dispatch(float_dtype(x, fn, "x"), [&](auto zero) {
+        using T = decltype(zero);
+        py::array o = empty<T>(shape_of(x));
+        {
+            py::gil_scoped_release release;
+            minigrad::gelu_forward(out<T>(o), in<T>(x), x.size());
+        }
+        return o;
+    });
+}
+
+py::array gelu_backward(const py::object& dout_obj, const py::object& x_obj) {
+    const char* fn = "gelu_backward";
+    py::array x = as_array(x_obj, fn, "x"), dout = as_array(dout_obj, fn, "dout");
+    const Dtype d = float_dtype(x, fn, "x");
+    check_same_dtype(dout, x, fn, "dout", "x");
+    check_shape(dout, shape_of(x), fn, "dout");
+    return dispatch(d, [&](auto zero) {
+        using T = decltype(zero);
+        py::array dx = empty<T>(shape_of(x));
+        {
+            py::gil_scoped_release release;
+            minigrad::gelu_backward(out<T>(dx), in<T>(dout), in<T>(x), x.size());
+        }
+        return dx;
+    });
+}
+
+// --- attention ----------------------------------------------------------------------------------
+
+// q, k, v of one shape (..., T, hs) with hs >= 1: returns (BH, T, hs), BH the product of the leading axes.
+std::tuple<int64_t, int64_t, int64_t> attention_dims(const py::array& q, const char* fn) {
+    check_min_ndim(q, 2, fn, "q", "(B, NH, T, hs)");
+    const Shape s = shape_of(q);
+    const int64_t T_ = s[s.size() - 2], hs = s.back();
+    if (hs == 0) throw py::value_error(std::string(fn) + ": q has head size 0, shape " + shape_str(s));
+    return {T_ ? q.size() / (T_ * hs) : 0, T_, hs};
+}
+
+py::tuple attention_forward(const py::object& q_obj, const py::object& k_obj, const py::object& v_obj,
+                            bool is_causal) {
+    const char* fn = "attention_forward";
+    py::array q = as_array(q_obj, fn, "q"), k = as_array(k_obj, fn, "k"), v = as_array(v_obj, fn, "v");
+    const Dtype d = float_dtype(q, fn, "q");
+    const auto [BH, T_, hs] = attention_dims(q, fn);
+    const Shape qs = shape_of(q);
+    for (auto [a, name] : {std::pair{&k, "k"}, {&v, "v"}}) {
+        check_same_dtype(*a, q, fn, name, "q");
+        check_shape(*a, qs, fn, name);
+    }
+    Shape ps = qs;
+    ps.back() = T_;  // (..., T, T)
+    return dispatch(d, [&, BH = BH, T_ = T_, hs = hs](auto zero) {
+        using T = decltype(zero);
+        py::array o = empty<T>(qs), probs = empty<T>(ps);
+        {
+            py::gil_scoped_release release;
+            minigrad::attention_forward(out<T>(o), out<T>(probs), in<T>(q), in<T>(k), in<T>(v), BH, T_, hs,
+                                        is_causal);
+        }
+        return py::make_tuple(o, probs);
+    });
+}
+
+py::tuple attention_backward(const py::object& dout_obj, const py::object& q_obj, const py::object& k_obj,
+                             const py::object& v_obj, const py::object& probs_obj) {
+    const char* fn = "attention_backward";
+    py::array q = as_array(q_obj, fn, "q"), k = as_array(k_obj, fn, "k"), v = as_array(v_obj, fn, "v");
+    py::array dout = as_array(dout_obj, fn, "dout"), probs = as_array(probs_obj, fn, "probs");
+    const Dtype d = float_dtype(q, fn, "q");
+    const auto [BH, T_, hs] = attention_dims(q, fn);
+    const Shape qs = shape_of(q);
+    Shape ps = qs;
+    ps.back() = T_;
+    for (auto [a, name, shape] : {std::tuple{&dout, "dout", qs}, {&k, "k", qs}, {&v, "v", qs}, {&probs, "probs", ps}}) {
+        check_same_dtype(*a, q, fn, name, "q");
+        check_shape(*a, shape, fn, name);
+    }
+    return dispatch(d, [&, BH = BH, T_ = T_, hs = hs](auto zero) {
+        using T = decltype(zero);
+        py::array dq = empty<T>(qs), dk = empty<T>(qs), dv = empty<T>(qs);
+        {
+            py::gil_scoped_release release;
+            minigrad::attention_backward(out<T>(dq), out<T>(dk), out<T>(dv), in<T>(dout), in<T>(q), in<T>(k),
+                                         in<T>(v), in<T>(probs), BH, T_, hs);
+        }
+        return py::make_tuple(dq, dk, dv);
+    });
+}
+
+// --- cross-entropy ------------------------------------------------------------------------------
+
+// logits (N, V) with N, V >= 1.
+std::pair<int64_t, int64_t> logits_dims(const py::array& logits, const char* fn, const char* name) {
+    if (logits.ndim() != 2 || logits.shape(0) == 0 || logits.shape(1) == 0)
+        throw py::value_error(std::string(fn) + ": " + name + " must be a non-empty (N, V) array, got shape " +
+                              shape_str(shape_of(logits)));
+    return {logits.shape(0), logits.shape(1)};
+}
+
+py::tuple crossentropy_forward(const py::object& logits_obj, const py::object& targets_obj) {
+    const char* fn = "crossentropy_forward";
+    py::array logits = as_array(logits_obj, fn, "logits"), targets = as_array(targets_obj, fn, "targets");
+    const Dtype d = float_dtype(logits, fn, "logits");
+    const auto [N, V] = logits_dims(logits, fn, "logits");
+    check_targets(targets, N, V, fn);
+    return dispatch(d, [&, N = N, V = V](auto zero) {
+        using T = decltype(zero);
+        py::array probs = empty<T>({N, V});
+        double loss;
+        {
+            py::gil_scoped_release release;
+            loss = minigrad::crossentropy_forward(out<T>(probs), in<T>(logits), in<int64_t>(targets), N, V);
+        }
+        py::array loss_array = empty<T>({});  // 0-d, like the reference's NumPy scalar
+        *out<T>(loss_array) = static_cast<T>(loss);
+        return py::make_tuple(loss_array, probs);
+    });
+}
+
+py::array crossentropy_backward(double dloss, const py::object& probs_obj, const py::object& targets_obj) {
+    const char* fn = "crossentropy_backward";
+    py::array probs = as_array(probs_obj, fn, "probs"), targets = as_array(targets_obj, fn, "targets");
+    const Dtype d = float_dtype(probs, fn, "probs");
+    const auto [N, V] = logits_dims(probs, fn, "probs");
+    check_targets(targets, N, V, fn);
+    return dispatch(d, [&, N = N, V = V](auto zero) {
+        using T = decltype(zero);
+        py::array dlogits = empty<T>({N, V});
+        {
+            py::gil_scoped_release release;
+            minigrad::crossentropy_backward(out<T>(dlogits), in<T>(probs), in<int64_t>(targets), dloss, N, V);
+        }
+        return dlogits;
+    });
+}
+
+// --- the optimizer ------------------------------------------------------------------------------
+
+// The arrays of a Python list, each C-contiguous.
+std::vector<py::array> array_list(const py::list& list, const char* fn, const char* name) {
+    std::vector<py::array> arrays;
+    for (size_t i = 0; i < list.size(); ++i)
+        arrays.push_back(as_array(list[i], fn, std::string(name) + "[" + std::to_string(i) + "]"));
+    return arrays;
+}
+
+void adamw_update(const py::list& params, const py::list& grads, const py::list& ms, const py::list& vs, double lr,
+                  double beta1, double beta2, double eps, double weight_decay, int64_t step) {
+    const char* fn = "adamw_update";
+    if (step < 1) throw py::value_error(std::string(fn) + ": step must be >= 1, got " + std::to_string(step));
+    if (grads.size() != params.size() || ms.size() != params.size() || vs.size() != params.size())
+        throw py::value_error(std::string(fn) + ": params, grads, ms, vs must have one length, got " +
+                              std::to_string(params.size()) + ", " + std::to_string(grads.size()) + ", " +
+                              std::to_string(ms.size()) + ", " + std::to_string(vs.size()));
+    auto p = array_list(params, fn, "params"), g = array_list(grads, fn, "grads");
+    auto m = array_list(ms, fn, "ms"), v = array_list(vs, fn, "vs");
+    std::vector<Dtype> dtypes;
+    for (size_t i = 0; i < p.size(); ++i) {
+        const std::string idx = "[" + std::to_string(i) + "]";
+        dtypes.push_back(float_dtype(p[i], fn, "params" + idx));
+        for (auto [a, name] : {std::pair{&g[i], "grads"}, {&m[i], "ms"}, {&v[i], "vs"}}) {
+            check_same_dtype(*a, p[i], fn, name + idx, "params" + idx);
+            check_shape(*a, shape_of(p[i]), fn, name + idx);
+        }
+        for (auto [a, name] : {std::pair{&p[i], "params"}, {&m[i], "ms"}, {&v[i], "vs"}})
+            check_writeable(*a, fn, name + idx);
+    }
+    py::gil_scoped_release release;
+    for (size_t i = 0; i < p.size(); ++i)
+        dispatch(dtypes[i], [&](auto zero) {
+            using T = decltype(zero);
+            minigrad::adamw_update(out<T>(p[i]), in<T>(g[i]), out<T>(m[i]), out<T>(v[i]), p[i].size(), lr, beta1,
+                                   beta2, eps, weight_decay, step);
+            return 0;
+        });
+}
+
+double global_norm(const py::list& grads) {
+    const char* fn = "global_norm";
+    auto g = array_list(grads, fn, "grads");
+    std::vector<Dtype> dtypes;
+    for (size_t i = 0; i < g.size(); ++i) dtypes.push_back(float_dtype(g[i], fn, "grads[" + std::to_string(i) + "]"));
+    py::gil_scoped_release release;
+    double total = 0.0;
+    for (size_t i = 0; i < g.size(); ++i)
+        total += dispatch(dtypes[i], [&](auto zero) {
+            using T = decltype(zero);
+            return minigrad::sum_of_squares(in<T>(g[i]), g[i].size());
+        });
+    return std::sqrt(total);
+}
+
+}  // namespace
 
 PYBIND11_MODULE(_C, m) {
-    m.doc() = "minigrad's fused CPU kernels (private: use minigrad.functional)";
+    m.doc() = "minigrad's fused CPU kernels (private: use minigrad.functional); same names and signatures as "
+              "minigrad.kernels";
 
     m.def("get_num_threads", &minigrad::get_num_threads,
           "Number of threads the CPU kernels use (MINIGRAD_NUM_THREADS, else all hardware threads).");
@@ -17,4 +389,23 @@ PYBIND11_MODULE(_C, m) {
             minigrad::set_num_threads(n);
         },
         py::arg("n"), "Set the number of threads the CPU kernels use.");
+
+    m.def("layernorm_forward", &layernorm_forward, py::arg("x"), py::arg("weight"), py::arg("bias").none(true),
+          py::arg("eps"), "x (..., C), weight, bias (C,) or None -> (out (..., C), mean (...), rstd (...))");
+    m.def("layernorm_backward", &layernorm_backward, py::arg("dout"), py::arg("x"), py::arg("weight"),
+          py::arg("mean"), py::arg("rstd"), "-> (dx (..., C), dweight (C,), dbias (C,))");
+    m.def("gelu_forward", &gelu_forward, py::arg("x"), "tanh-GELU of x, any shape");
+    m.def("gelu_backward", &gelu_backward, py::arg("dout"), py::arg("x"), "-> dx, the shape of x");
+    m.def("attention_forward", &attention_forward, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("is_causal"),
+          "q, k, v (B, NH, T, hs) -> (out (B, NH, T, hs), probs (B, NH, T, T))");
+    m.def("attention_backward", &attention_backward, py::arg("dout"), py::arg("q"), py::arg("k"), py::arg("v"),
+          py::arg("probs"), "-> (dq, dk, dv), each (B, NH, T, hs)");
+    m.def("crossentropy_forward", &crossentropy_forward, py::arg("logits"), py::arg("targets"),
+          "logits (N, V), targets int64 (N,) in [0, V) -> (mean loss as a 0-d array, probs (N, V))");
+    m.def("crossentropy_backward", &crossentropy_backward, py::arg("dloss"), py::arg("probs"), py::arg("targets"),
+          "-> dlogits (N, V) = dloss (probs - onehot(targets)) / N");
+    m.def("adamw_update", &adamw_update, py::arg("params"), py::arg("grads"), py::arg("ms"), py::arg("vs"),
+          py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"), py::arg("step"),
+          "One AdamW step, in place on every array of params, ms and vs (lists of arrays)");
+    m.def("global_norm", &global_norm, py::arg("grads"), "sqrt(sum of every g^2) as a float");
 }

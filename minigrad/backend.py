@@ -121,7 +121,7 @@ def get_backend():
 
 def kernels_for(x):
     """The module whose fused kernels run on the array x (same function names and signatures in each)."""
-    if isinstance(x, np.ndarray) and get_backend() == "cpp" and hasattr(_C, "layernorm_forward"):
+    if isinstance(x, np.ndarray) and get_backend() == "cpp":
         return _C
     from minigrad import kernels  # the reference; works on NumPy and CuPy arrays alike
 

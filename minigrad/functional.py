@@ -14,6 +14,11 @@ from minigrad.ops import cat, masked_fill, split, transpose, where  # noqa: F401
 from minigrad.tensor import Function, Tensor, register
 
 
+def _contiguous(a):
+    """a as a C-contiguous array of its own shape, for the kernels (np.ascontiguousarray makes a 0-d array 1-d)."""
+    return get_array_module(a).ascontiguousarray(a).reshape(a.shape)
+
+
 @register("linear", method=False)
 class Linear(Function):
     """y = x W^T + b as one node: the leading axes of x fold into one, so each product is one GEMM.
@@ -78,9 +83,7 @@ class CrossEntropy(Function):
         self.kernels = kernels_for(logits)
         self.shape = logits.shape
         self.targets = xp.ascontiguousarray(targets.reshape(-1), dtype=xp.int64)
-        loss, self.probs = self.kernels.crossentropy_forward(
-            xp.ascontiguousarray(logits.reshape(-1, V)), self.targets
-        )
+        loss, self.probs = self.kernels.crossentropy_forward(_contiguous(logits.reshape(-1, V)), self.targets)
         return xp.asarray(loss, dtype=logits.dtype)
 
     def backward(self, dloss):
@@ -98,16 +101,15 @@ class LayerNorm(Function):
     """(x - mean) / sqrt(var + eps) * weight + bias over the last axis, with its analytic backward."""
 
     def forward(self, x, weight, bias, eps=1e-5):
-        xp = get_array_module(x)
         self.kernels = kernels_for(x)
-        self.x, self.weight = xp.ascontiguousarray(x), weight
-        out, self.mean, self.rstd = self.kernels.layernorm_forward(self.x, weight, bias, eps)
+        self.x, self.weight = _contiguous(x), _contiguous(weight)
+        bias = None if bias is None else _contiguous(bias)
+        out, self.mean, self.rstd = self.kernels.layernorm_forward(self.x, self.weight, bias, eps)
         return out
 
     def backward(self, dout):
-        xp = get_array_module(dout)
         dx, dweight, dbias = self.kernels.layernorm_backward(
-            xp.ascontiguousarray(dout), self.x, self.weight, self.mean, self.rstd
+            _contiguous(dout), self.x, self.weight, self.mean, self.rstd
         )
         return dx, dweight, dbias
 
@@ -122,13 +124,12 @@ class GELU(Function):
     """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), GPT-2's tanh approximation."""
 
     def forward(self, x):
-        xp = get_array_module(x)
         self.kernels = kernels_for(x)
-        self.x = xp.ascontiguousarray(x)
+        self.x = _contiguous(x)
         return self.kernels.gelu_forward(self.x)
 
     def backward(self, dout):
-        return self.kernels.gelu_backward(get_array_module(dout).ascontiguousarray(dout), self.x)
+        return self.kernels.gelu_backward(_contiguous(dout), self.x)
 
 
 def gelu(x):
@@ -143,15 +144,13 @@ class ScaledDotProductAttention(Function):
     def forward(self, q, k, v, is_causal=True):
         if not (q.shape == k.shape == v.shape and q.ndim >= 2):
             raise ValueError(f"attention: q, k, v must share one shape (..., T, hs), got {q.shape}, {k.shape}, {v.shape}")
-        xp = get_array_module(q)
         self.kernels = kernels_for(q)
-        self.q, self.k, self.v = (xp.ascontiguousarray(a) for a in (q, k, v))
+        self.q, self.k, self.v = (_contiguous(a) for a in (q, k, v))
         out, self.probs = self.kernels.attention_forward(self.q, self.k, self.v, is_causal)
         return out
 
     def backward(self, dout):
-        dout = get_array_module(dout).ascontiguousarray(dout)
-        return self.kernels.attention_backward(dout, self.q, self.k, self.v, self.probs)
+        return self.kernels.attention_backward(_contiguous(dout), self.q, self.k, self.v, self.probs)
 
 
 def scaled_dot_product_attention(q, k, v, is_causal=True):

@@ -13,8 +13,18 @@ def test_every_registered_op_has_a_gradcheck_case():
     assert not missing, f"ops without a gradient-check case in minigrad/opcheck.py: {missing}"
 
 
-@pytest.mark.parametrize("name, label, fn, make_inputs", list(all_cases()), ids=lambda v: v if isinstance(v, str) else "")
-def test_gradcheck(name, label, fn, make_inputs):
+# The functionals whose forward and backward run a fused kernel: checked on each CPU backend.
+FUSED = {"cross_entropy", "layer_norm", "gelu", "scaled_dot_product_attention"}
+
+
+def _cases_on_backends():
+    for name, label, fn, make_inputs in all_cases():
+        for backend in ("numpy", "cpp") if name in FUSED else ("auto",):
+            yield pytest.param(name, fn, make_inputs, backend, id=f"{name}-{label}-{backend}")
+
+
+@pytest.mark.parametrize("name, fn, make_inputs, kernel_backend", list(_cases_on_backends()), indirect=["kernel_backend"])
+def test_gradcheck(name, fn, make_inputs, kernel_backend):
     assert mg.gradcheck(fn, make_inputs(np.random.default_rng(0)))
 
 

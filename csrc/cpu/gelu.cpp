@@ -1,0 +1,55 @@
+#include "cpu/gelu.h"
+
+#include <cmath>
+
+#include "cpu/threads.h"
+#include "cpu/vmath.h"
+
+namespace minigrad {
+
+// NOTE: 0.5 (1 + tanh(u)) = sigmoid(2u), and 1 + tanh(u) computed as such loses every digit for
+// very negative x. With e = exp(-|2u|) in (0, 1] (never overflows): sigmoid(2u) = 1/(1+e) for
+// u >= 0 and e/(1+e) for u < 0, and sigmoid(2u) (1 - sigmoid(2u)) = e/(1+e)^2 either way.
+// Both kernels compute these branch-free so that the loops vectorise.
+constexpr double kGeluScale = 0.7978845608028654;  // sqrt(2/pi)
+constexpr double kGeluCubic = 0.044715;
+
+// Elements per chunk below which a thread is not worth starting: ~40 operations each.
+constexpr double kGeluWorkPerElement = 40.0;
+
+template <class T>
+void gelu_forward(T* out, const T* x, int64_t n) {
+    parallel_for(n, num_chunks(n, kGeluWorkPerElement), [=](int, int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+            const T xi = x[i];
+            const T u = T(kGeluScale) * (xi + T(kGeluCubic) * xi * xi * xi);
+            const T e = vexp(-std::fabs(T(2) * u));
+            const T inv = T(1) / (T(1) + e);
+            const T sig = u >= T(0) ? inv : e * inv;  // sigmoid(2u)
+            out[i] = xi * sig;
+        }
+    });
+}
+
+template <class T>
+void gelu_backward(T* dx, const T* dout, const T* x, int64_t n) {
+    parallel_for(n, num_chunks(n, kGeluWorkPerElement), [=](int, int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+            const T xi = x[i];
+            const T u = T(kGeluScale) * (xi + T(kGeluCubic) * xi * xi * xi);
+            const T du = T(kGeluScale) * (T(1) + T(3 * kGeluCubic) * xi * xi);  // du/dx
+            const T e = vexp(-std::fabs(T(2) * u));
+            const T inv = T(1) / (T(1) + e);
+            const T sig = u >= T(0) ? inv : e * inv;
+            // d/dx [x sigmoid(2u)] = sigmoid(2u) + 2 x sigmoid(2u) (1 - sigmoid(2u)) du/dx
+            dx[i] = dout[i] * (sig + T(2) * xi * (e * inv * inv) * du);
+        }
+    });
+}
+
+template void gelu_forward<float>(float*, const float*, int64_t);
+template void gelu_forward<double>(double*, const double*, int64_t);
+template void gelu_backward<float>(float*, const float*, const float*, int64_t);
+template void gelu_backward<double>(double*, const double*, const double*, int64_t);
+
+}  // namespace minigrad

@@ -1,0 +1,95 @@
+// Small math helpers written so that GCC/Clang vectorise the loops that call them without
+// -ffast-math: a branch-free exp, and sums/maxima over 8 independent lanes.
+//
+// Why: std::exp is an opaque library call, one element at a time; and a plain `s += x[i]` loop
+// is a chain the compiler may not reorder under IEEE rules. Eight partial sums are eight chains
+// it may run side by side in SIMD registers (NumPy's own sums use eight too).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+namespace minigrad {
+
+// exp(x) = 2^n exp(r) with n = round(x / ln 2) and r = x - n ln 2 in [-ln2/2, ln2/2], where the
+// Taylor polynomial of exp(r) is exact to rounding (degree 13 for double, 7 for float).
+// NOTE: returns 0 below ln(smallest normal) instead of a subnormal, and +inf a little before the
+// true overflow point (709 for double, 88 for float), so that 2^n stays a normal number.
+template <class T>
+struct ExpTraits;
+
+template <>
+struct ExpTraits<double> {
+    using Bits = uint64_t;
+    static constexpr double hi = 709.0, lo = -708.39;
+    static constexpr double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    static constexpr double shifter = 6755399441055744.0;  // 1.5 * 2^52: x + shifter rounds x to an integer
+    static constexpr int mantissa_bits = 52, exponent_bias = 1023, degree = 13;
+};
+
+template <>
+struct ExpTraits<float> {
+    using Bits = uint32_t;
+    static constexpr float hi = 88.0f, lo = -87.33f;
+    static constexpr float ln2_hi = 0.693145751953125f, ln2_lo = 1.428606765330187045e-06f;
+    static constexpr float shifter = 12582912.0f;  // 1.5 * 2^23
+    static constexpr int mantissa_bits = 23, exponent_bias = 127, degree = 7;
+};
+
+// 1/k! for k = 0..13, exact to double rounding.
+constexpr double kInverseFactorial[14] = {
+    1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320, 1.0 / 362880,
+    1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800};
+
+template <class T>
+inline T vexp(T x) {
+    using E = ExpTraits<T>;
+    using Bits = typename E::Bits;
+    constexpr T log2e = T(1.4426950408889634);
+    T kd = x * log2e + E::shifter;  // n sits in the low bits of kd's mantissa
+    Bits n_bits;
+    std::memcpy(&n_bits, &kd, sizeof(T));
+    kd -= E::shifter;  // n as a floating-point number
+    T r = (x - kd * E::ln2_hi) - kd * E::ln2_lo;  // ln 2 in two parts: kd * ln2_hi is exact
+    T p = T(kInverseFactorial[E::degree]);  // Horner: sum_k r^k / k!
+#pragma GCC unroll 16
+    for (int k = E::degree - 1; k >= 0; --k) p = p * r + T(kInverseFactorial[k]);
+    Bits scale_bits = (n_bits + Bits(E::exponent_bias)) << E::mantissa_bits;  // 2^n
+    T scale;
+    std::memcpy(&scale, &scale_bits, sizeof(T));
+    T y = p * scale;  // garbage outside [lo, hi], replaced below; a NaN x gives a NaN r, p and y
+    y = x > E::hi ? std::numeric_limits<T>::infinity() : y;
+    return x < E::lo ? T(0) : y;
+}
+
+constexpr int kLanes = 8;
+
+// sum_{i < n} f(i) in 8 lanes.
+template <class Acc, class F>
+inline Acc lane_sum(int64_t n, F f) {
+    Acc acc[kLanes] = {};
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes)
+        for (int l = 0; l < kLanes; ++l) acc[l] += f(i + l);
+    for (; i < n; ++i) acc[i % kLanes] += f(i);
+    Acc s = 0;
+    for (int l = 0; l < kLanes; ++l) s += acc[l];
+    return s;
+}
+
+// max_{i < n} x[i] for n >= 1, in 8 lanes (a NaN in x may or may not win, as in any max).
+template <class T>
+inline T lane_max(const T* x, int64_t n) {
+    T acc[kLanes];
+    for (int l = 0; l < kLanes; ++l) acc[l] = x[0];
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes)
+        for (int l = 0; l < kLanes; ++l) acc[l] = x[i + l] > acc[l] ? x[i + l] : acc[l];
+    for (; i < n; ++i) acc[0] = x[i] > acc[0] ? x[i] : acc[0];
+    T m = acc[0];
+    for (int l = 1; l < kLanes; ++l) m = acc[l] > m ? acc[l] : m;
+    return m;
+}
+
+}  // namespace minigrad

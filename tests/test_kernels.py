@@ -1,0 +1,274 @@
+"""The C++ kernels (minigrad._C) against their NumPy reference (minigrad.kernels), the bindings'
+argument checks, and the two CPU backends against each other through minigrad.functional."""
+
+import numpy as np
+import pytest
+
+import minigrad as mg
+import minigrad.functional as F
+from minigrad import backend
+from minigrad import kernels as ref
+
+C_ = backend._C
+pytestmark = pytest.mark.skipif(C_ is None, reason=f"the C++ kernels are unavailable: {backend._C_REASON}")
+
+DTYPES = [np.float64, np.float32]
+TOL = {np.float64: 1e-12, np.float32: 1e-5}  # used as both rtol and atol: |ours - ref| <= tol (1 + |ref|)
+
+
+def close(ours, reference, dtype):
+    """Each output of the kernel against the reference's: same shape, same dtype, within tolerance."""
+    ours = ours if isinstance(ours, tuple) else (ours,)
+    reference = reference if isinstance(reference, tuple) else (reference,)
+    assert len(ours) == len(reference)
+    for i, (a, b) in enumerate(zip(ours, reference)):
+        a, b = np.asarray(a), np.asarray(b)
+        assert a.shape == b.shape, f"output {i}: shape {a.shape} vs {b.shape}"
+        assert a.dtype == dtype, f"output {i}: dtype {a.dtype}, expected {np.dtype(dtype)}"
+        np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype], err_msg=f"output {i}")
+
+
+def randn(rng, shape, dtype, scale=1.0):
+    return np.asarray(scale * rng.standard_normal(shape), dtype=dtype)  # an array even when 0-d
+
+
+# --- every kernel against the reference ---------------------------------------------------------
+
+# (..., C): one row, one channel, odd sizes, and one big enough to run on several threads.
+LN_SHAPES = [(1, 1), (1, 64), (3, 5), (2, 3, 7), (17,), (64, 129, 64)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", LN_SHAPES)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_layernorm(shape, dtype, with_bias):
+    rng = np.random.default_rng(0)
+    C = shape[-1]
+    x = randn(rng, shape, dtype, scale=3.0) + dtype(2.0)  # a mean far from 0: the variance must not cancel
+    weight, dout = randn(rng, C, dtype), randn(rng, shape, dtype)
+    bias = randn(rng, C, dtype) if with_bias else None
+    out, mean, rstd = C_.layernorm_forward(x, weight, bias, 1e-5)
+    close((out, mean, rstd), ref.layernorm_forward(x, weight, bias, 1e-5), dtype)
+    dx, dweight, dbias = C_.layernorm_backward(dout, x, weight, mean, rstd)
+    close(dx, ref.layernorm_backward(dout, x, weight, mean, rstd)[0], dtype)
+    # NOTE: dweight and dbias sum over every row. The kernel adds in double; the reference in float32
+    # errs by ~1e-4 at 8256 rows, so they are held to the reference run in float64 on the same inputs.
+    as64 = (a.astype(np.float64) for a in (dout, x, weight, mean, rstd))
+    close((dweight, dbias), tuple(g.astype(dtype) for g in ref.layernorm_backward(*as64)[1:]), dtype)
+
+
+GELU_EXTREMES = [-1e4, -40.0, -10.0, -3.0, -1e-8, -0.0, 0.0, 1e-8, 3.0, 10.0, 40.0, 1e4]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(), (1,), (7, 13), (3, 1000), (64, 128, 256)])
+def test_gelu(shape, dtype):
+    rng = np.random.default_rng(1)
+    x, dout = randn(rng, shape, dtype, scale=4.0), randn(rng, shape, dtype)
+    close(C_.gelu_forward(x), ref.gelu_forward(x), dtype)
+    close(C_.gelu_backward(dout, x), ref.gelu_backward(dout, x), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gelu_far_from_zero(dtype):
+    """Very negative x, where 1 + tanh(u) cancels and exp(-2u) overflows; very positive x; and zeros."""
+    x = np.array(GELU_EXTREMES, dtype=dtype)
+    dout = np.linspace(-1, 1, x.size).astype(dtype)
+    with np.errstate(over="ignore"):  # the reference's x^3 overflows in float32 at 1e4: its answer stays right
+        close(C_.gelu_forward(x), ref.gelu_forward(x), dtype)
+        close(C_.gelu_backward(dout, x), ref.gelu_backward(dout, x), dtype)
+
+
+# (B, NH, T, hs): T = 1, one head, odd sizes, a 3-D (B, T, hs), and the seed model's head shape.
+ATTN_SHAPES = [(1, 1, 1, 1), (2, 1, 1, 4), (1, 1, 5, 3), (2, 3, 17, 5), (4, 9, 8), (3, 2, 64, 16)]
+
+
+# scale 30: scores in the hundreds, where softmax must subtract the max. Float64 only: in float32 an
+# ulp of a score of 500 is 3e-5, so the rounding of q k^T alone moves probabilities by more than 1e-5.
+ATTN_DTYPE_SCALES = [(np.float64, 1.0), (np.float64, 30.0), (np.float32, 1.0)]
+
+
+@pytest.mark.parametrize("dtype, scale", ATTN_DTYPE_SCALES)
+@pytest.mark.parametrize("shape", ATTN_SHAPES)
+@pytest.mark.parametrize("is_causal", [True, False])
+def test_attention(shape, dtype, is_causal, scale):
+    rng = np.random.default_rng(2)
+    q, k, v, dout = (randn(rng, shape, dtype, s) for s in (scale, scale, 1.0, 1.0))
+    out, probs = C_.attention_forward(q, k, v, is_causal)
+    close((out, probs), ref.attention_forward(q, k, v, is_causal), dtype)
+    if is_causal:  # the future is exactly zero, not merely small
+        assert not np.triu(probs, k=1).any()
+    close(C_.attention_backward(dout, q, k, v, probs), ref.attention_backward(dout, q, k, v, probs), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N, V", [(1, 1), (1, 65), (37, 65), (5, 1000), (300, 65)])
+@pytest.mark.parametrize("scale", [1.0, 1e4])  # 1e4: logits of +-1e4, where exp overflows without the shift
+def test_crossentropy(N, V, dtype, scale):
+    rng = np.random.default_rng(3)
+    logits, targets = randn(rng, (N, V), dtype, scale), rng.integers(0, V, N)
+    loss, probs = C_.crossentropy_forward(logits, targets)
+    assert loss.shape == ()
+    close((loss, probs), ref.crossentropy_forward(logits, targets), dtype)
+    close(C_.crossentropy_backward(0.37, probs, targets), ref.crossentropy_backward(0.37, probs, targets), dtype)
+
+
+# The seed GPT's parameter shapes, shrunk: embeddings, a 2-D weight, vectors, a 0-d array.
+PARAM_SHAPES = [(65, 16), (32, 16), (48, 16), (48,), (16,), ()]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adamw_update_and_global_norm(dtype):
+    rng = np.random.default_rng(4)
+    params = [randn(rng, s, dtype) for s in PARAM_SHAPES]
+    ms = [randn(rng, s, dtype, 0.1) for s in PARAM_SHAPES]
+    vs = [np.asarray(np.abs(randn(rng, s, dtype, 0.1))) for s in PARAM_SHAPES]  # 0-d stays an array
+    theirs = [[a.copy() for a in arrays] for arrays in (params, ms, vs)]
+    for step in (1, 2, 3):
+        grads = [randn(rng, s, dtype) for s in PARAM_SHAPES]
+        norm = C_.global_norm(grads)
+        assert isinstance(norm, float)
+        np.testing.assert_allclose(norm, ref.global_norm(grads), rtol=TOL[dtype])
+        hyper = dict(lr=3e-3, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, step=step)
+        assert C_.adamw_update(params, grads, ms, vs, **hyper) is None  # in place
+        ref.adamw_update(theirs[0], grads, theirs[1], theirs[2], **hyper)
+    for ours, reference in zip((params, ms, vs), theirs):
+        close(tuple(ours), tuple(reference), dtype)
+
+
+def test_kernels_for_picks_the_backend():
+    x = np.ones(3)
+    before = mg.backend_info()["requested_backend"]
+    try:
+        mg.set_backend("cpp")
+        assert backend.kernels_for(x) is C_
+        mg.set_backend("numpy")
+        assert backend.kernels_for(x) is ref
+    finally:
+        mg.set_backend(before)
+
+
+# --- bad arguments: one clear error each, never a crash or a silent copy ------------------------
+
+f64, f32 = np.float64, np.float32
+z = np.zeros
+
+
+def _bad_calls():
+    x, w = z((4, 8)), z(8)
+    mean = rstd = z(4)
+    q = z((2, 2, 5, 3))
+    probs = z((2, 2, 5, 5))
+    logits, t = z((4, 6)), np.zeros(4, np.int64)
+    ps = [z((3, 2))]
+    cases = [
+        (lambda: C_.layernorm_forward(x.astype(np.int64), w, None, 1e-5), TypeError, "x must be float32 or float64"),
+        (lambda: C_.layernorm_forward(x, w.astype(f32), None, 1e-5), TypeError, "weight has dtype float32 but x has float64"),
+        (lambda: C_.layernorm_forward(x, z(7), None, 1e-5), ValueError, "weight has shape (7,), expected (8,)"),
+        (lambda: C_.layernorm_forward(x, w, z(9), 1e-5), ValueError, "bias has shape (9,), expected (8,)"),
+        (lambda: C_.layernorm_forward(x.T, z(4), None, 1e-5), ValueError, "x must be C-contiguous"),
+        (lambda: C_.layernorm_forward([[1.0, 2.0]], z(2), None, 1e-5), TypeError, "x must be a NumPy array, got list"),
+        (lambda: C_.layernorm_forward(z(()), w, None, 1e-5), ValueError, "x must be (..., C)"),
+        (lambda: C_.layernorm_forward(z((3, 0)), z(0), None, 1e-5), ValueError, "empty last axis"),
+        (lambda: C_.layernorm_backward(x, x, w, z(5), rstd), ValueError, "mean has shape (5,), expected (4,)"),
+        (lambda: C_.layernorm_backward(x[:, ::2], x, w, mean, rstd), ValueError, "dout must be C-contiguous"),
+        (lambda: C_.layernorm_backward(x, x, w, mean, rstd.astype(f32)), TypeError, "rstd has dtype float32"),
+        (lambda: C_.gelu_forward(z(3, np.int32)), TypeError, "x must be float32 or float64, got int32"),
+        (lambda: C_.gelu_forward(z((4, 4))[:, 1]), ValueError, "x must be C-contiguous"),
+        (lambda: C_.gelu_backward(z(3), z(4)), ValueError, "dout has shape (3,), expected (4,)"),
+        (lambda: C_.gelu_backward(z(3, f32), z(3)), TypeError, "dout has dtype float32 but x has float64"),
+        (lambda: C_.attention_forward(q, q, z((2, 2, 5, 4)), True), ValueError, "v has shape (2, 2, 5, 4), expected (2, 2, 5, 3)"),
+        (lambda: C_.attention_forward(q, q.astype(f32), q, True), TypeError, "k has dtype float32 but q has float64"),
+        (lambda: C_.attention_forward(z(5), z(5), z(5), True), ValueError, "q must be (B, NH, T, hs)"),
+        (lambda: C_.attention_forward(z((2, 5, 0)), z((2, 5, 0)), z((2, 5, 0)), True), ValueError, "head size 0"),
+        (lambda: C_.attention_forward(q, np.swapaxes(z((2, 2, 3, 5)), -1, -2), q, True), ValueError, "k must be C-contiguous"),
+        (lambda: C_.attention_backward(q, q, q, q, z((2, 2, 5, 4))), ValueError, "probs has shape (2, 2, 5, 4), expected (2, 2, 5, 5)"),
+        (lambda: C_.attention_backward(q.astype(f32), q, q, q, probs), TypeError, "dout has dtype float32"),
+        (lambda: C_.crossentropy_forward(logits, np.array([0, 1, 6, 2])), ValueError, "targets[2] = 6 is outside [0, 6)"),
+        (lambda: C_.crossentropy_forward(logits, np.array([0, -1, 1, 2])), ValueError, "targets[1] = -1 is outside [0, 6)"),
+        (lambda: C_.crossentropy_forward(logits, t.astype(np.int32)), TypeError, "targets must be int64, got int32"),
+        (lambda: C_.crossentropy_forward(logits, t[:3]), ValueError, "targets has shape (3,), expected (4,)"),
+        (lambda: C_.crossentropy_forward(z((2, 3, 4)), t), ValueError, "logits must be a non-empty (N, V) array"),
+        (lambda: C_.crossentropy_forward(z((0, 4)), t[:0]), ValueError, "logits must be a non-empty (N, V) array"),
+        (lambda: C_.crossentropy_forward(logits.astype(np.float16), t), TypeError, "logits must be float32 or float64, got float16"),
+        (lambda: C_.crossentropy_backward(1.0, logits, np.array([0, 1, 2, 9])), ValueError, "targets[3] = 9 is outside [0, 6)"),
+        (lambda: C_.crossentropy_backward(1.0, logits[:, :3], t), ValueError, "probs must be C-contiguous"),
+        (lambda: C_.adamw_update(ps, ps, ps, [], 1e-3, 0.9, 0.95, 1e-8, 0.1, 1), ValueError, "must have one length, got 1, 1, 1, 0"),
+        (lambda: C_.adamw_update(ps, [z((2, 3))], ps, ps, 1e-3, 0.9, 0.95, 1e-8, 0.1, 1), ValueError, "grads[0] has shape (2, 3), expected (3, 2)"),
+        (lambda: C_.adamw_update(ps, [z((3, 2), f32)], ps, ps, 1e-3, 0.9, 0.95, 1e-8, 0.1, 1), TypeError, "grads[0] has dtype float32"),
+        (lambda: C_.adamw_update(ps, ps, [z((2, 3)).T], ps, 1e-3, 0.9, 0.95, 1e-8, 0.1, 1), ValueError, "ms[0] must be C-contiguous"),
+        (lambda: C_.adamw_update(ps, ps, ps, ps, 1e-3, 0.9, 0.95, 1e-8, 0.1, 0), ValueError, "step must be >= 1, got 0"),
+        (lambda: C_.adamw_update([_read_only(z(3))], [z(3)], [z(3)], [z(3)], 1e-3, 0.9, 0.95, 1e-8, 0.1, 1),
+         ValueError, "params[0] is read-only"),
+        (lambda: C_.global_norm([z(3), "g"]), TypeError, "grads[1] must be a NumPy array, got str"),
+        (lambda: C_.global_norm([z(3, np.int64)]), TypeError, "grads[0] must be float32 or float64"),
+        (lambda: C_.set_num_threads(0), ValueError, "n must be >= 1"),
+    ]
+    return [pytest.param(call, error, message, id=message) for call, error, message in cases]
+
+
+def _read_only(a):
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.parametrize("call, error, message", _bad_calls())
+def test_bad_arguments_raise_a_clear_error(call, error, message):
+    with pytest.raises(error) as info:
+        call()
+    text = str(info.value)
+    assert message in text, text
+    assert "\n" not in text
+
+
+def test_contiguous_inputs_are_used_without_copies():
+    """The kernels read the caller's memory: an array written after the call changes nothing returned,
+    and an input is never modified (outputs are fresh arrays)."""
+    rng = np.random.default_rng(5)
+    x = randn(rng, (4, 8), np.float64)
+    before = x.copy()
+    out = C_.gelu_forward(x)
+    np.testing.assert_array_equal(x, before)
+    assert not np.shares_memory(out, x)
+
+
+# --- the two backends through minigrad.functional -----------------------------------------------
+
+
+def _tiny_model(x, w, b, qkv_w, targets):
+    """layer_norm -> attention over 2 heads -> gelu -> cross_entropy: every fused functional, in float."""
+    B, T, C = x.shape
+    h = F.layer_norm(x, w, b)
+    q, k, v = F.split(F.linear(h, qkv_w), C, axis=-1)
+    heads = lambda t: t.reshape(B, T, 2, C // 2).transpose(1, 2)  # (B, NH, T, hs): a non-contiguous view
+    y = F.scaled_dot_product_attention(heads(q), heads(k), heads(v)).transpose(1, 2).reshape(B, T, C)
+    return F.cross_entropy(F.gelu(y), targets)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backends_agree_through_functional(dtype):
+    rng = np.random.default_rng(6)
+    B, T, C = 3, 7, 8
+    arrays = [randn(rng, s, dtype) for s in ((B, T, C), (C,), (C,), (3 * C, C))]
+    targets = rng.integers(0, C, (B, T))
+    results = {}
+    before = mg.backend_info()["requested_backend"]
+    try:
+        for name in ("numpy", "cpp"):
+            mg.set_backend(name)
+            tensors = [mg.Tensor(a, requires_grad=True, dtype=dtype) for a in arrays]
+            loss = _tiny_model(*tensors, targets)
+            loss.backward()
+            results[name] = (loss.data, *(t.grad for t in tensors))
+    finally:
+        mg.set_backend(before)
+    close(results["cpp"], results["numpy"], dtype)
+
+
+@pytest.mark.parametrize("kernel_backend", ["numpy", "cpp"], indirect=True)
+def test_gelu_of_a_0d_tensor_stays_0d(kernel_backend):
+    x = mg.Tensor(np.array(0.5), requires_grad=True)
+    y = F.gelu(x)
+    y.backward()
+    assert y.shape == () and x.grad.shape == ()
+    np.testing.assert_allclose(y.data, ref.gelu_forward(np.array(0.5)), rtol=1e-12)
