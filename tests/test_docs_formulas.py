@@ -434,8 +434,9 @@ def test_every_relative_link_points_to_a_file(page):
 def test_every_named_function_is_defined_where_the_page_says(page):
     """'`layernorm_forward`/`layernorm_backward` in [`minigrad/kernels.py`]' must name real definitions."""
     text = " ".join(page.read_text().split())
-    for names, path in re.findall(r"((?:`[\w.]+`/)*`[\w.]+`) in \[`([\w/.]+\.py)`\]", text):
+    for names, path in re.findall(r"((?:`[\w.]+`/)*`[\w.]+`) in \[`([\w/.]+\.(?:py|cpp|h|cu))`\]", text):
         source = (ROOT / path).read_text()
         for name in re.findall(r"`([\w.]+)`", names):
             for part in name.split("."):
-                assert re.search(rf"^\s*(def|class) {part}\b", source, re.M), f"{page.name}: no {part} in {path}"
+                definition = rf"^\s*(def|class) {part}\b" if path.endswith(".py") else rf"\b{part}\s*\("
+                assert re.search(definition, source, re.M), f"{page.name}: no {part} in {path}"
