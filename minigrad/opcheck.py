@@ -1,4 +1,4 @@
-"""Gradient-check cases for every registered op and every function of minigrad.functional.
+"""Gradient-check cases for every registered op, every function of minigrad.functional and every layer.
 
 Each case is ``(label, fn, make_inputs)``: ``make_inputs(rng)`` returns float64 Tensors (and other
 arguments) and ``mg.gradcheck(fn, make_inputs(rng))`` must pass. The test suite runs them all and
@@ -8,6 +8,7 @@ fails when a registered op has no case; ``check_all`` runs them for a report.
 import numpy as np
 
 import minigrad.functional as F
+from minigrad import nn
 from minigrad.gradcheck import GradcheckError, gradcheck
 from minigrad.ops import cat, masked_fill, split, where
 from minigrad.tensor import Tensor
@@ -161,9 +162,48 @@ COMPOSITES = {
 }
 
 
+
+def _layer_inputs(make_layer, *x_shape):
+    """make_inputs for a whole layer: [layer, x (when x_shape is given), *its parameters], in float64.
+    Each parameter moves off its small init, so every path's gradient stands above finite-difference noise."""
+
+    def make_inputs(rng):
+        layer = make_layer(rng).to(dtype=np.float64)
+        for name, p in layer.named_parameters():
+            p.data = p.data + rng.normal(0.0, 0.3, p.shape)
+            p.name = name  # a failure names the parameter
+        return [layer, *([param(rng, *x_shape)] if x_shape else []), *layer.parameters()]
+
+    return make_inputs
+
+
+def _apply_layer(layer, x, *params):  # the parameters are inputs so that gradcheck checks them; the layer uses them
+    return layer(x)
+
+
+_IDS = np.array([[1, 4, 0, 4], [2, 2, 3, 1]])  # (B, T) token ids
+
+# minigrad.nn's layers and the whole GPT, input and every parameter at once.
+LAYERS = {
+    "nn.Linear": [("(B, T, in)", _apply_layer, _layer_inputs(lambda r: nn.Linear(4, 3, rng=r), 2, 3, 4))],
+    "nn.Embedding": [("repeated ids", lambda layer, w: layer(_IDS), _layer_inputs(lambda r: nn.Embedding(5, 3, rng=r)))],
+    "nn.LayerNorm": [("(B, T, C)", _apply_layer, _layer_inputs(lambda r: nn.LayerNorm(5), 2, 3, 5))],
+    "nn.CausalSelfAttention": [
+        ("2 heads", _apply_layer, _layer_inputs(lambda r: nn.CausalSelfAttention(4, 2, rng=r), 2, 3, 4)),
+    ],
+    "nn.MLP": [("(B, T, C)", _apply_layer, _layer_inputs(lambda r: nn.MLP(4, rng=r), 2, 3, 4))],
+    "nn.Block": [("2 heads", _apply_layer, _layer_inputs(lambda r: nn.Block(4, 2, rng=r), 1, 3, 4))],
+    "GPT": [
+        ("loss, tied embedding", lambda model, *params: model(_IDS, _IDS[:, ::-1].copy())[1],
+         _layer_inputs(lambda r: nn.GPT(nn.GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=2, n_embd=4),
+                                        seed=int(r.integers(1 << 30))))),
+    ],
+}
+
+
 def all_cases():
     """(name, label, fn, make_inputs) for every case."""
-    for table in (CASES, COMPOSITES):
+    for table in (CASES, COMPOSITES, LAYERS):
         for name, cases in table.items():
             for label, fn, make_inputs in cases:
                 yield name, label, fn, make_inputs

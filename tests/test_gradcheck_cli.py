@@ -31,7 +31,9 @@ def test_command_line_checks_every_case_and_prints_the_table(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["op", "cases", "max", "abs", "err", "max", "rel", "err", "of", "tol", "status"]
     rows = {line.split()[0]: line.split() for line in lines[2:] if line.split() and line.split()[-1] in ("ok", "FAIL")}
-    expected = {name: len(cases) for table in (opcheck.CASES, opcheck.COMPOSITES) for name, cases in table.items()}
+    expected = {name: len(cases) for table in (opcheck.CASES, opcheck.COMPOSITES, opcheck.LAYERS)
+                for name, cases in table.items()}
+    assert {"matmul", "softmax", "nn.LayerNorm", "nn.CausalSelfAttention", "GPT"} <= set(expected)
     assert {name: int(row[1]) for name, row in rows.items()} == expected
     rel = [float(row[3]) for row in rows.values()]
     assert rel == sorted(rel, reverse=True)  # worst first
@@ -48,6 +50,17 @@ def test_a_wrong_backward_fails_and_comes_first(monkeypatch, capsys):
     assert "1 FAILED" in out[5] and out[6].startswith("FAIL doubled_tanh [elementwise]: input 0")
 
 
+def test_a_nan_backward_fails(monkeypatch, capsys):
+    class NanBackward(DoubledTanh):
+        def backward(self, dout):
+            return dout * np.nan
+
+    monkeypatch.setitem(opcheck.COMPOSITES, "nan_tanh", [("nan", NanBackward.apply, lambda r: [opcheck.param(r, 3)])])
+    assert main(["--op", "nan_tanh"]) == 1
+    row = capsys.readouterr().out.splitlines()[2].split()
+    assert row[0] == "nan_tanh" and row[2:5] == ["inf", "inf", "inf"] and row[-1] == "FAIL"
+
+
 def test_a_case_that_raises_is_a_failure(monkeypatch, capsys):
     def broken(x):
         raise ValueError("shapes do not match")
@@ -61,7 +74,8 @@ def test_unknown_op_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--op", "no_such_op"])
     assert exit_info.value.code == 2
-    assert "the ops are: add" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the ops are: " in err and "add, " in err and "nn.LayerNorm" in err
 
 
 def test_comparison_gives_both_derivatives_and_nan_fails(rng):
