@@ -6,8 +6,8 @@ broadcast shape: the engine (tensor._unbroadcast) sums it back to the input's sh
 
 import itertools
 
-from minigrad.backend import get_array_module, scatter_add
-from minigrad.tensor import Function, Tensor, register
+from minigrad.backend import get_array_module
+from minigrad.tensor import Function, IndexedGrad, Tensor, register
 
 # --- arithmetic ---------------------------------------------------------------------------------
 
@@ -249,29 +249,19 @@ class Permute(Function):
 
 @register("getitem", method=False)
 class GetItem(Function):
-    """x[index] for slices, integers and integer arrays; the backward scatter-adds (repeats add up)."""
+    """x[index] for slices, integers and integer arrays. Backward: dout placed at index in zeros, sent as an
+    IndexedGrad that the engine adds into x's gradient in place (repeated indices add up)."""
 
     def forward(self, x, *, index):
         if isinstance(index, Tensor):
             index = index.data
         elif isinstance(index, tuple):
             index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
-        self.shape, self.dtype, self.index = x.shape, x.dtype, index
+        self.index = index
         return x[index]
 
     def backward(self, dout):
-        xp = get_array_module(dout)
-        dx = xp.zeros(self.shape, dtype=self.dtype)
-        if _has_array(self.index):
-            scatter_add(dx, self.index, dout)  # an index may repeat: its gradients must add up
-        else:
-            dx[self.index] = dout  # slices and integers pick each element at most once
-        return dx
-
-
-def _has_array(index):
-    parts = index if isinstance(index, tuple) else (index,)
-    return any(hasattr(i, "shape") or isinstance(i, (list, bool)) for i in parts)
+        return IndexedGrad(self.index, dout)  # zeros but at index: the engine adds it in place
 
 
 @register("concatenate", method=False)

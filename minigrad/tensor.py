@@ -11,7 +11,7 @@ import inspect
 
 import numpy as np
 
-from minigrad.backend import device_of, get_array_module, to_device
+from minigrad.backend import device_of, get_array_module, scatter_add, to_device
 
 _grad_enabled = True
 _active_profiler = None  # a minigrad.profiler.profile while one is open; off, it costs one `is None` per call
@@ -156,8 +156,10 @@ class Tensor:
                 raise ValueError(f"backward(): grad has shape {grad.shape}, the output has {self.shape}")
 
         grads = {id(self): grad}  # id(tensor) -> the gradient reaching it so far
+        owned = set()  # ids of tensors whose entry in grads is a buffer the engine made: safe to add into in place
         for t in reversed(_topological_order(self)):
             g = grads.pop(id(t), None)
+            owned.discard(id(t))
             if g is None:
                 continue
             if t._hooks:
@@ -184,11 +186,8 @@ class Tensor:
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             for inp, ig in zip(fn.inputs, input_grads):
-                if ig is None or inp is None or not inp.requires_grad:
-                    continue
-                ig = _unbroadcast(ig, inp.data.shape)
-                previous = grads.get(id(inp))
-                grads[id(inp)] = ig if previous is None else previous + ig
+                if ig is not None and inp is not None and inp.requires_grad:
+                    _accumulate(grads, owned, inp, ig)
             if not retain_graph:
                 fn.free()
 
@@ -212,6 +211,52 @@ def _topological_order(root):
                 if inp is not None and inp.requires_grad and id(inp) not in visited:
                     stack.append((inp, False))
     return order
+
+
+class IndexedGrad:
+    """A gradient that is zero everywhere but at x[index], where it is values: what x[index] sends back.
+
+    The engine adds it into x's gradient buffer in place, so slicing one tensor several times (q, k
+    and v out of one qkv projection) fills one buffer instead of building a zero array per slice.
+    """
+
+    __slots__ = ("index", "values")
+
+    def __init__(self, index, values):
+        self.index, self.values = index, values
+
+
+def _accumulate(grads, owned, inp, ig):
+    """grads[id(inp)] += ig, in place when the engine owns that buffer, else into a new one it then owns.
+
+    NOTE: a gradient an op returned may be shared (add returns dout to both inputs), so it is never
+    changed in place; only buffers the engine allocated itself (listed in owned) are.
+    """
+    key, previous = id(inp), grads.get(id(inp))
+    if isinstance(ig, IndexedGrad):
+        if key not in owned:
+            xp = get_array_module(ig.values)
+            buffer = xp.zeros(inp.data.shape, inp.data.dtype) if previous is None else previous.copy()
+            grads[key], previous = buffer, buffer
+            owned.add(key)
+        if _has_array_index(ig.index):
+            scatter_add(previous, ig.index, ig.values)  # an index may repeat: its gradients must add up
+        else:
+            previous[ig.index] += ig.values  # slices and integers pick each element at most once
+        return
+    ig = _unbroadcast(ig, inp.data.shape)
+    if previous is None:
+        grads[key] = ig
+    elif key in owned:
+        previous += ig
+    else:
+        grads[key] = previous + ig
+        owned.add(key)
+
+
+def _has_array_index(index):
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(hasattr(i, "shape") or isinstance(i, (list, bool)) for i in parts)
 
 
 def _unbroadcast(grad, shape):
@@ -257,7 +302,8 @@ class Function:
       all of ``*xs``; the rest are plain parameters. It
       returns the output array and keeps on ``self`` what backward needs.
     - ``backward(self, dout)``: one gradient (or None) per input, each of the output's broadcast
-      shape or the input's own shape: the engine sums broadcast gradients back.
+      shape or the input's own shape: the engine sums broadcast gradients back. (An
+      ``IndexedGrad`` says "zeros but these values at this index", see GetItem.)
     """
 
     name = None  # set by @register; an unregistered Function (a student's own) works as well
