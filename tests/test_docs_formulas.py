@@ -76,6 +76,32 @@ def test_grad_accumulates_across_backward_calls(rng):
     close(x.grad, 2 * (2 * x.data))
 
 
+def test_shared_gradients_are_never_written_in_place(rng):
+    x = mg.Tensor(rng.standard_normal(3), requires_grad=True)
+    dout = rng.standard_normal(3)
+    given = dout.copy()
+    (x + x).backward(given)  # Add.backward returns `given` itself for both uses of x
+    close(given, dout, tol=0)
+    close(x.grad, 2 * dout, tol=0)
+
+
+def test_slices_add_into_one_buffer_and_repeats_add_up(rng):
+    x = rng.standard_normal((3, 6))
+    dq, dk, dv, dg = (rng.standard_normal(s) for s in ((3, 2), (3, 2), (3, 2), (4, 6)))
+    index = np.array([0, 2, 2, 1])
+
+    def f(t):  # q, k and v cut out of one tensor, plus a gather with a repeated row
+        return [t[:, 0:2], t[:, 2:4], t[:, 4:6], t[index]]
+
+    tensor = mg.Tensor(x, requires_grad=True)
+    loss = sum((piece * d).sum() for piece, d in zip(f(tensor), (dq, dk, dv, dg)))
+    loss.backward()
+    expected = np.concatenate([dq, dk, dv], axis=1)  # x-bar[index] += values, slice by slice
+    for row, g in zip(index, dg):
+        expected[row] += g  # row 2 twice: both add
+    close(tensor.grad, expected, tol=1e-12)
+
+
 def test_topological_order_puts_each_tensor_after_its_inputs(rng):
     a = mg.Tensor(rng.standard_normal(3), requires_grad=True)
     b = a.exp()
