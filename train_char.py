@@ -73,6 +73,10 @@ def build_parser():
         parser.add_argument(flag, type=kind, default=None, help=f"{HELP[name]} (default: {default})", **extra)
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out-dir")
     parser.add_argument("--sample-only", action="store_true", help="load the checkpoint and print samples, no training")
+    parser.add_argument("--draw-graph", metavar="PATH",
+                        help="draw the graph of one forward and loss (.dot, or .svg/.png with Graphviz) and exit")
+    parser.add_argument("--profile", type=int, metavar="N",
+                        help="run N training steps under mg.profile(), print the per-op table and exit (no files written)")
     return parser
 
 
@@ -215,6 +219,25 @@ def print_samples(model, tokenizer, config, seed):
         print(tokenizer.decode(ids[0, 1:]))
 
 
+def profile_steps(model, optimizer, params, train_ids, config, rng, device, steps):
+    """--profile N: N training steps at the peak lr under mg.profile(), then its per-op table."""
+    if steps <= 0:
+        raise UsageError(f"--profile must be positive, got {steps}")
+    prof = mg.profile()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        with prof:
+            x, y = get_batch(train_ids, config["batch_size"], config["block_size"], rng)
+            _, loss = model(to_device(x, device), to_device(y, device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            clip_grad_norm_(params, config["grad_clip"])
+            optimizer.step()
+    print(f"{steps} steps in {time.perf_counter() - t0:.2f} s (kernels: {mg.get_backend()})")
+    prof.table()
+    return 0
+
+
 # --- the run --------------------------------------------------------------------------------------
 
 
@@ -273,6 +296,15 @@ def run(args):
     if args.sample_only:
         print_samples(model, tokenizer, config, config["seed"])
         return 0
+
+    if args.draw_graph:
+        x, y = get_batch(train_ids, config["batch_size"], config["block_size"], rng)
+        _, loss = model(to_device(x, device), to_device(y, device))
+        mg.draw_graph(loss, args.draw_graph, params=model.named_parameters())
+        print(f"wrote the graph of one forward and loss to {args.draw_graph}")
+        return 0
+    if args.profile is not None:
+        return profile_steps(model, optimizer, params, train_ids, config, rng, device, args.profile)
 
     def schedule(it):
         return lr_at(it, config["lr"], config["min_lr"], config["warmup_iters"], config["lr_decay_iters"])

@@ -170,3 +170,20 @@ def test_help_documents_every_flag_with_its_default():
                  "--sample-only", "--num-samples", "--sample-len", "--temperature", "--top-k"):
         assert flag in out
     assert "(default: 5000)" in out and "(default: 0.003)" in out
+
+
+def test_profile_prints_the_per_op_table_and_writes_nothing(corpus, tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    code, out, err = run(["--data", corpus, "--out-dir", str(out_dir), *SMALL, "--profile", "2"], capsys)
+    assert code == 0, err
+    assert "2 steps in" in out and "ScaledDotProductAttention" in out and "Linear" in out
+    assert not out_dir.exists()
+
+
+def test_draw_graph_writes_the_model_graph(corpus, tmp_path, capsys):
+    path = tmp_path / "graph.dot"
+    code, out, err = run(["--data", corpus, "--out-dir", str(tmp_path / "o"), *SMALL, "--draw-graph", str(path)],
+                         capsys)
+    assert code == 0, err
+    dot = path.read_text()
+    assert dot.startswith("digraph") and "transformer.h.0.attn.c_attn.weight" in dot and "cross_entropy" in dot
