@@ -136,6 +136,46 @@ def test_adamw_update_and_global_norm(dtype):
         close(tuple(ours), tuple(reference), dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_empty_inputs(dtype):
+    """Zero rows, zero heads, zero elements: empty outputs of the right shapes, as the reference gives."""
+    x, w = np.zeros((0, 4), dtype), np.ones(4, dtype)
+    out, mean, rstd = C_.layernorm_forward(x, w, None, 1e-5)
+    close((out, mean, rstd), ref.layernorm_forward(x, w, None, 1e-5), dtype)
+    close(C_.layernorm_backward(x, x, w, mean, rstd), ref.layernorm_backward(x, x, w, mean, rstd), dtype)
+    close(C_.gelu_forward(np.zeros(0, dtype)), ref.gelu_forward(np.zeros(0, dtype)), dtype)
+    q = np.zeros((0, 2, 3, 4), dtype)
+    out, probs = C_.attention_forward(q, q, q, True)
+    close((out, probs), ref.attention_forward(q, q, q, True), dtype)
+    close(C_.attention_backward(q, q, q, q, probs), ref.attention_backward(q, q, q, q, probs), dtype)
+
+
+def test_the_thread_count_does_not_change_the_answer():
+    """One thread and three threads: the same results, the per-chunk sums (dweight, loss) to rounding."""
+    rng = np.random.default_rng(7)
+    N = 2000  # enough rows that every kernel splits its work in three
+    q, k, v = (randn(rng, (4, 2, 64, 16), np.float64) for _ in range(3))
+    x, w, dout = randn(rng, (N, 64), np.float64), randn(rng, 64, np.float64), randn(rng, (N, 64), np.float64)
+    logits, targets = randn(rng, (N, 65), np.float64), rng.integers(0, 65, N)
+    h = randn(rng, (N, 256), np.float64)
+
+    def run_all():
+        _, mean, rstd = C_.layernorm_forward(x, w, None, 1e-5)
+        out, probs = C_.attention_forward(q, k, v, True)
+        return (*C_.layernorm_backward(dout, x, w, mean, rstd), out, *C_.attention_backward(q, q, k, v, probs),
+                *C_.crossentropy_forward(logits, targets), C_.gelu_forward(h))
+
+    before = C_.get_num_threads()
+    try:
+        C_.set_num_threads(1)
+        one = run_all()
+        C_.set_num_threads(3)
+        three = run_all()
+    finally:
+        C_.set_num_threads(before)
+    close(three, one, np.float64)
+
+
 def test_kernels_for_picks_the_backend():
     x = np.ones(3)
     before = mg.backend_info()["requested_backend"]
