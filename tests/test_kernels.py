@@ -215,6 +215,8 @@ def _bad_calls():
         (lambda: C_.layernorm_backward(x, x, w, mean, rstd.astype(f32)), TypeError, "rstd has dtype float32"),
         (lambda: C_.gelu_forward(z(3, np.int32)), TypeError, "x must be float32 or float64, got int32"),
         (lambda: C_.gelu_forward(z((4, 4))[:, 1]), ValueError, "x must be C-contiguous"),
+        (lambda: C_.gelu_forward(np.frombuffer(bytearray(13), np.float32, count=3, offset=1)), ValueError,
+         "x is not aligned in memory"),
         (lambda: C_.gelu_backward(z(3), z(4)), ValueError, "dout has shape (3,), expected (4,)"),
         (lambda: C_.gelu_backward(z(3, f32), z(3)), TypeError, "dout has dtype float32 but x has float64"),
         (lambda: C_.attention_forward(q, q, z((2, 2, 5, 4)), True), ValueError, "v has shape (2, 2, 5, 4), expected (2, 2, 5, 3)"),
