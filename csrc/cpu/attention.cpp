@@ -26,7 +26,7 @@ static void transpose(T* __restrict dst, const T* __restrict src, int64_t rows, 
         for (int64_t c = 0; c < cols; ++c) dst[c * ld + r] = src[r * cols + c];
 }
 
-// (rows, ld) -> (cols = ld's first entries, rows)
+// (rows, ld), of which the first cols columns -> (cols, rows)
 template <class T>
 static void transpose_back(T* __restrict dst, const T* __restrict src, int64_t rows, int64_t cols, int64_t ld) {
     for (int64_t c = 0; c < cols; ++c)
@@ -48,14 +48,27 @@ static inline void row_times_transposed(T* __restrict s, const T* __restrict a, 
     }
 }
 
-// y[j] += a * x[j] and z[j] += b * w[j] for j < n: two axpys in one pass.
+// One pass over j < n for one d of the backward: returns sum_j ds[j] * kd[j] (for dq[i, d]) while
+// adding a * ds[j] to dkd[j] and b * p[j] to dvd[j] (dk and dv, transposed). The sum runs in 8 lanes.
 template <class T>
-static inline void axpy2(T* __restrict y, T a, const T* __restrict x, T* __restrict z, T b, const T* __restrict w,
-                         int64_t n) {
-    for (int64_t j = 0; j < n; ++j) {
-        y[j] += a * x[j];
-        z[j] += b * w[j];
+static inline T backward_row_pass(T* __restrict dkd, T* __restrict dvd, const T* __restrict ds,
+                                  const T* __restrict kd, const T* __restrict p, T a, T b, int64_t n) {
+    T acc[kLanes] = {};
+    int64_t j = 0;
+    for (; j + kLanes <= n; j += kLanes)
+        for (int64_t l = 0; l < kLanes; ++l) {
+            acc[l] += ds[j + l] * kd[j + l];
+            dkd[j + l] += a * ds[j + l];
+            dvd[j + l] += b * p[j + l];
+        }
+    T sum = 0;
+    for (; j < n; ++j) {
+        sum += ds[j] * kd[j];
+        dkd[j] += a * ds[j];
+        dvd[j] += b * p[j];
     }
+    for (int64_t l = 0; l < kLanes; ++l) sum += acc[l];
+    return sum;
 }
 
 template <class T>
@@ -113,11 +126,9 @@ static void backward_heads(T* dq, T* dk, T* dv, const T* dout, const T* q, const
             T* __restrict dsp = ds.data();
             const T dot = lane_sum<T>(len, [p, dsp](int64_t j) { return dsp[j] * p[j]; });
             for (int64_t j = 0; j < len; ++j) dsp[j] = p[j] * (dsp[j] - dot);  // dS[i, :]
-            for (int64_t d = 0; d < hs; ++d) {
-                const T* __restrict kd = kT.data() + d * Tp;
-                dq[off + i * hs + d] = scale * lane_sum<T>(len, [dsp, kd](int64_t j) { return dsp[j] * kd[j]; });
-                axpy2(dkT.data() + d * Tp, qi[d] * scale, dsp, dvT.data() + d * Tp, doi[d], p, len);
-            }
+            for (int64_t d = 0; d < hs; ++d)
+                dq[off + i * hs + d] = scale * backward_row_pass(dkT.data() + d * Tp, dvT.data() + d * Tp, dsp,
+                                                                 kT.data() + d * Tp, p, qi[d] * scale, doi[d], len);
         }
         transpose_back(dk + off, dkT.data(), hs, T_, Tp);
         transpose_back(dv + off, dvT.data(), hs, T_, Tp);
