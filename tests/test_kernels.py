@@ -263,15 +263,29 @@ def test_bad_arguments_raise_a_clear_error(call, error, message):
     assert "\n" not in text
 
 
-def test_contiguous_inputs_are_used_without_copies():
-    """The kernels read the caller's memory: an array written after the call changes nothing returned,
-    and an input is never modified (outputs are fresh arrays)."""
+def test_inputs_are_left_untouched_and_outputs_are_fresh():
+    """The kernels only read their inputs, and return new arrays (never a view of an input)."""
     rng = np.random.default_rng(5)
-    x = randn(rng, (4, 8), np.float64)
-    before = x.copy()
-    out = C_.gelu_forward(x)
-    np.testing.assert_array_equal(x, before)
-    assert not np.shares_memory(out, x)
+    x, w, b = randn(rng, (4, 8), np.float64), randn(rng, 8, np.float64), randn(rng, 8, np.float64)
+    q, k, v = (randn(rng, (1, 2, 5, 8), np.float64) for _ in range(3))
+    logits, targets = randn(rng, (4, 8), np.float64), rng.integers(0, 8, 4)
+    _, mean, rstd = C_.layernorm_forward(x, w, b, 1e-5)
+    _, probs = C_.attention_forward(q, k, v, True)
+    _, cprobs = C_.crossentropy_forward(logits, targets)
+    calls = [
+        (C_.gelu_forward, (x,)), (C_.gelu_backward, (q, k)), (C_.layernorm_forward, (x, w, b, 1e-5)),
+        (C_.layernorm_backward, (logits, x, w, mean, rstd)), (C_.attention_forward, (q, k, v, True)),
+        (C_.attention_backward, (v, q, k, v, probs)),
+        (C_.crossentropy_forward, (logits, targets)), (C_.crossentropy_backward, (0.5, cprobs, targets)),
+    ]
+    for kernel, args in calls:
+        inputs = [a for a in args if isinstance(a, np.ndarray)]
+        before = [a.copy() for a in inputs]
+        outputs = kernel(*args)
+        for a, saved in zip(inputs, before):
+            np.testing.assert_array_equal(a, saved, err_msg=kernel.__name__)
+        for out in outputs if isinstance(outputs, tuple) else (outputs,):
+            assert not any(np.shares_memory(out, a) for a in inputs), kernel.__name__
 
 
 # --- the two backends through minigrad.functional -----------------------------------------------
