@@ -34,7 +34,7 @@ Shape shape_of(const py::array& a) { return Shape(a.shape(), a.shape() + a.ndim(
 
 std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
 
-// obj as a NumPy array that is C-contiguous, or a TypeError/ValueError.
+// obj as a NumPy array that is C-contiguous and aligned, or a TypeError/ValueError.
 py::array as_array(const py::handle& obj, const char* fn, const std::string& name) {
     if (!py::isinstance<py::array>(obj))
         throw py::type_error(std::string(fn) + ": " + name + " must be a NumPy array, got " +
@@ -43,6 +43,9 @@ py::array as_array(const py::handle& obj, const char* fn, const std::string& nam
     if (!(a.flags() & py::array::c_style))
         throw py::value_error(std::string(fn) + ": " + name + " must be C-contiguous; pass np.ascontiguousarray(" +
                               name + ")");
+    // NOTE: vectorised loops may assume each element sits at a multiple of its size.
+    if (!(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+        throw py::value_error(std::string(fn) + ": " + name + " is not aligned in memory; pass " + name + ".copy()");
     return a;
 }
 

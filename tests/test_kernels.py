@@ -136,6 +136,46 @@ def test_adamw_update_and_global_norm(dtype):
         close(tuple(ours), tuple(reference), dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_empty_inputs(dtype):
+    """Zero rows, zero heads, zero elements: empty outputs of the right shapes, as the reference gives."""
+    x, w = np.zeros((0, 4), dtype), np.ones(4, dtype)
+    out, mean, rstd = C_.layernorm_forward(x, w, None, 1e-5)
+    close((out, mean, rstd), ref.layernorm_forward(x, w, None, 1e-5), dtype)
+    close(C_.layernorm_backward(x, x, w, mean, rstd), ref.layernorm_backward(x, x, w, mean, rstd), dtype)
+    close(C_.gelu_forward(np.zeros(0, dtype)), ref.gelu_forward(np.zeros(0, dtype)), dtype)
+    q = np.zeros((0, 2, 3, 4), dtype)
+    out, probs = C_.attention_forward(q, q, q, True)
+    close((out, probs), ref.attention_forward(q, q, q, True), dtype)
+    close(C_.attention_backward(q, q, q, q, probs), ref.attention_backward(q, q, q, q, probs), dtype)
+
+
+def test_the_thread_count_does_not_change_the_answer():
+    """One thread and three threads: the same results, the per-chunk sums (dweight, loss) to rounding."""
+    rng = np.random.default_rng(7)
+    N = 2000  # enough rows that every kernel splits its work in three
+    q, k, v = (randn(rng, (4, 2, 64, 16), np.float64) for _ in range(3))
+    x, w, dout = randn(rng, (N, 64), np.float64), randn(rng, 64, np.float64), randn(rng, (N, 64), np.float64)
+    logits, targets = randn(rng, (N, 65), np.float64), rng.integers(0, 65, N)
+    h = randn(rng, (N, 256), np.float64)
+
+    def run_all():
+        _, mean, rstd = C_.layernorm_forward(x, w, None, 1e-5)
+        out, probs = C_.attention_forward(q, k, v, True)
+        return (*C_.layernorm_backward(dout, x, w, mean, rstd), out, *C_.attention_backward(q, q, k, v, probs),
+                *C_.crossentropy_forward(logits, targets), C_.gelu_forward(h))
+
+    before = C_.get_num_threads()
+    try:
+        C_.set_num_threads(1)
+        one = run_all()
+        C_.set_num_threads(3)
+        three = run_all()
+    finally:
+        C_.set_num_threads(before)
+    close(three, one, np.float64)
+
+
 def test_kernels_for_picks_the_backend():
     x = np.ones(3)
     before = mg.backend_info()["requested_backend"]
@@ -175,6 +215,8 @@ def _bad_calls():
         (lambda: C_.layernorm_backward(x, x, w, mean, rstd.astype(f32)), TypeError, "rstd has dtype float32"),
         (lambda: C_.gelu_forward(z(3, np.int32)), TypeError, "x must be float32 or float64, got int32"),
         (lambda: C_.gelu_forward(z((4, 4))[:, 1]), ValueError, "x must be C-contiguous"),
+        (lambda: C_.gelu_forward(np.frombuffer(bytearray(13), np.float32, count=3, offset=1)), ValueError,
+         "x is not aligned in memory"),
         (lambda: C_.gelu_backward(z(3), z(4)), ValueError, "dout has shape (3,), expected (4,)"),
         (lambda: C_.gelu_backward(z(3, f32), z(3)), TypeError, "dout has dtype float32 but x has float64"),
         (lambda: C_.attention_forward(q, q, z((2, 2, 5, 4)), True), ValueError, "v has shape (2, 2, 5, 4), expected (2, 2, 5, 3)"),
@@ -221,15 +263,29 @@ def test_bad_arguments_raise_a_clear_error(call, error, message):
     assert "\n" not in text
 
 
-def test_contiguous_inputs_are_used_without_copies():
-    """The kernels read the caller's memory: an array written after the call changes nothing returned,
-    and an input is never modified (outputs are fresh arrays)."""
+def test_inputs_are_left_untouched_and_outputs_are_fresh():
+    """The kernels only read their inputs, and return new arrays (never a view of an input)."""
     rng = np.random.default_rng(5)
-    x = randn(rng, (4, 8), np.float64)
-    before = x.copy()
-    out = C_.gelu_forward(x)
-    np.testing.assert_array_equal(x, before)
-    assert not np.shares_memory(out, x)
+    x, w, b = randn(rng, (4, 8), np.float64), randn(rng, 8, np.float64), randn(rng, 8, np.float64)
+    q, k, v = (randn(rng, (1, 2, 5, 8), np.float64) for _ in range(3))
+    logits, targets = randn(rng, (4, 8), np.float64), rng.integers(0, 8, 4)
+    _, mean, rstd = C_.layernorm_forward(x, w, b, 1e-5)
+    _, probs = C_.attention_forward(q, k, v, True)
+    _, cprobs = C_.crossentropy_forward(logits, targets)
+    calls = [
+        (C_.gelu_forward, (x,)), (C_.gelu_backward, (q, k)), (C_.layernorm_forward, (x, w, b, 1e-5)),
+        (C_.layernorm_backward, (logits, x, w, mean, rstd)), (C_.attention_forward, (q, k, v, True)),
+        (C_.attention_backward, (v, q, k, v, probs)),
+        (C_.crossentropy_forward, (logits, targets)), (C_.crossentropy_backward, (0.5, cprobs, targets)),
+    ]
+    for kernel, args in calls:
+        inputs = [a for a in args if isinstance(a, np.ndarray)]
+        before = [a.copy() for a in inputs]
+        outputs = kernel(*args)
+        for a, saved in zip(inputs, before):
+            np.testing.assert_array_equal(a, saved, err_msg=kernel.__name__)
+        for out in outputs if isinstance(outputs, tuple) else (outputs,):
+            assert not any(np.shares_memory(out, a) for a in inputs), kernel.__name__
 
 
 # --- the two backends through minigrad.functional -----------------------------------------------

@@ -8,103 +8,148 @@
 
 namespace minigrad {
 
-// The inner loops run over contiguous memory without a reduction, so that they vectorise:
-// a row of scores is built as sum_d q[i,d] * kT[d, :] from k transposed into a scratch buffer,
-// and a row of out as sum_j P[i,j] * v[j, :].
+// Layout: each head works on k and v transposed into scratch buffers kT, vT (hs, Tp), so that
+// every inner loop runs over keys j, contiguous in memory, and vectorises the obvious way:
+// - a row of scores sum_d q[i,d] kT[d,j] is built kBlock keys at a time in registers;
+// - out[i,d] = sum_j P[i,j] vT[d,j] and dq[i,d] are 8-lane sums over j;
+// - dk and dv accumulate transposed, dkT[d,j] += q[i,d] dS[i,j], and are transposed back per head.
+// Tp, T rounded up to kBlock, lets a block read past the row end without leaving the buffer.
 
-// (T, hs) -> (hs, T)
+constexpr int64_t kBlock = 16;
+
+inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// (rows, cols) -> (cols, ld)
 template <class T>
-static void transpose(T* dst, const T* src, int64_t rows, int64_t cols) {
+static void transpose(T* __restrict dst, const T* __restrict src, int64_t rows, int64_t cols, int64_t ld) {
     for (int64_t r = 0; r < rows; ++r)
-        for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+        for (int64_t c = 0; c < cols; ++c) dst[c * ld + r] = src[r * cols + c];
 }
 
-// s[j] = sum_d a[d] * bT[d, j] for j < len; bT (hs, ld).
+// (rows, ld), of which the first cols columns -> (cols, rows)
 template <class T>
-static void row_times_transposed(T* s, const T* a, const T* bT, int64_t hs, int64_t ld, int64_t len) {
-    for (int64_t j = 0; j < len; ++j) s[j] = T(0);
-    for (int64_t d = 0; d < hs; ++d) {
-        const T ad = a[d];
-        const T* b = bT + d * ld;
-        for (int64_t j = 0; j < len; ++j) s[j] += ad * b[j];
+static void transpose_back(T* __restrict dst, const T* __restrict src, int64_t rows, int64_t cols, int64_t ld) {
+    for (int64_t c = 0; c < cols; ++c)
+        for (int64_t r = 0; r < rows; ++r) dst[c * rows + r] = src[r * ld + c];
+}
+
+// s[j] = sum_d a[d] * bT[d, j] for j < round_up(len, kBlock); bT (hs, ld) with ld >= that.
+template <class T>
+static inline void row_times_transposed(T* __restrict s, const T* __restrict a, const T* __restrict bT, int64_t hs,
+                                        int64_t ld, int64_t len) {
+    for (int64_t j0 = 0; j0 < len; j0 += kBlock) {
+        T acc[kBlock] = {};
+        for (int64_t d = 0; d < hs; ++d) {
+            const T ad = a[d];
+            const T* b = bT + d * ld + j0;
+            for (int64_t l = 0; l < kBlock; ++l) acc[l] += ad * b[l];
+        }
+        for (int64_t l = 0; l < kBlock; ++l) s[j0 + l] = acc[l];
+    }
+}
+
+// One pass over j < n for one d of the backward: returns sum_j ds[j] * kd[j] (for dq[i, d]) while
+// adding a * ds[j] to dkd[j] and b * p[j] to dvd[j] (dk and dv, transposed). The sum runs in 8 lanes.
+template <class T>
+static inline T backward_row_pass(T* __restrict dkd, T* __restrict dvd, const T* __restrict ds,
+                                  const T* __restrict kd, const T* __restrict p, T a, T b, int64_t n) {
+    T acc[kLanes] = {};
+    int64_t j = 0;
+    for (; j + kLanes <= n; j += kLanes)
+        for (int64_t l = 0; l < kLanes; ++l) {
+            acc[l] += ds[j + l] * kd[j + l];
+            dkd[j + l] += a * ds[j + l];
+            dvd[j + l] += b * p[j + l];
+        }
+    T sum = 0;
+    for (; j < n; ++j) {
+        sum += ds[j] * kd[j];
+        dkd[j] += a * ds[j];
+        dvd[j] += b * p[j];
+    }
+    for (int64_t l = 0; l < kLanes; ++l) sum += acc[l];
+    return sum;
+}
+
+template <class T>
+static void forward_heads(T* out, T* probs, const T* q, const T* k, const T* v, int64_t begin, int64_t end,
+                          int64_t T_, int64_t hs, bool is_causal) {
+    const int64_t Tp = round_up(T_, kBlock);
+    const T scale = T(1) / std::sqrt(T(hs));
+    std::vector<T> kT(static_cast<size_t>(hs * Tp), T(0)), vT(kT.size(), T(0));  // (hs, Tp) each
+    std::vector<T> s(static_cast<size_t>(Tp)), qs(static_cast<size_t>(hs));   // a row of scores; q[i, :] * scale
+    for (int64_t h = begin; h < end; ++h) {
+        const int64_t off = h * T_ * hs;  // this head's (T, hs) blocks
+        T* __restrict ph = probs + h * T_ * T_;  // (T, T)
+        transpose(kT.data(), k + off, T_, hs, Tp);
+        transpose(vT.data(), v + off, T_, hs, Tp);
+        for (int64_t i = 0; i < T_; ++i) {
+            const int64_t len = is_causal ? i + 1 : T_;  // the keys this query sees
+            for (int64_t d = 0; d < hs; ++d) qs[d] = q[off + i * hs + d] * scale;
+            row_times_transposed(s.data(), qs.data(), kT.data(), hs, Tp, len);
+            // NOTE: subtract the row max before exp, or exp overflows for large scores.
+            const T m = lane_max(s.data(), len);
+            T* __restrict p = ph + i * T_;  // (T,)
+            for (int64_t j = 0; j < len; ++j) p[j] = vexp(s[j] - m);
+            const T inv = T(1) / lane_sum<T>(len, [p](int64_t j) { return p[j]; });
+            for (int64_t j = 0; j < len; ++j) p[j] *= inv;
+            for (int64_t j = len; j < T_; ++j) p[j] = T(0);  // the masked future
+            for (int64_t d = 0; d < hs; ++d) {
+                const T* __restrict vd = vT.data() + d * Tp;
+                out[off + i * hs + d] = lane_sum<T>(len, [p, vd](int64_t j) { return p[j] * vd[j]; });
+            }
+        }
+    }
+}
+
+template <class T>
+static void backward_heads(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* probs,
+                           int64_t begin, int64_t end, int64_t T_, int64_t hs) {
+    const int64_t Tp = round_up(T_, kBlock);
+    const T scale = T(1) / std::sqrt(T(hs));
+    std::vector<T> kT(static_cast<size_t>(hs * Tp), T(0)), vT(kT.size(), T(0));  // (hs, Tp) each
+    std::vector<T> dkT(kT.size()), dvT(kT.size());                                // (hs, Tp) each
+    std::vector<T> ds(static_cast<size_t>(Tp));                                   // a row: dP, then dS
+    for (int64_t h = begin; h < end; ++h) {
+        const int64_t off = h * T_ * hs;
+        const T* __restrict ph = probs + h * T_ * T_;  // (T, T)
+        transpose(kT.data(), k + off, T_, hs, Tp);
+        transpose(vT.data(), v + off, T_, hs, Tp);
+        for (size_t x = 0; x < dkT.size(); ++x) dkT[x] = dvT[x] = T(0);
+        for (int64_t i = 0; i < T_; ++i) {
+            const T* __restrict p = ph + i * T_;
+            const T* __restrict doi = dout + off + i * hs;  // (hs,)
+            const T* __restrict qi = q + off + i * hs;
+            int64_t len = T_;  // up to the row's last nonzero probability
+            while (len > 0 && p[len - 1] == T(0)) --len;
+            row_times_transposed(ds.data(), doi, vT.data(), hs, Tp, len);  // dP[i, :]
+            T* __restrict dsp = ds.data();
+            const T dot = lane_sum<T>(len, [p, dsp](int64_t j) { return dsp[j] * p[j]; });
+            for (int64_t j = 0; j < len; ++j) dsp[j] = p[j] * (dsp[j] - dot);  // dS[i, :]
+            for (int64_t d = 0; d < hs; ++d)
+                dq[off + i * hs + d] = scale * backward_row_pass(dkT.data() + d * Tp, dvT.data() + d * Tp, dsp,
+                                                                 kT.data() + d * Tp, p, qi[d] * scale, doi[d], len);
+        }
+        transpose_back(dk + off, dkT.data(), hs, T_, Tp);
+        transpose_back(dv + off, dvT.data(), hs, T_, Tp);
     }
 }
 
 template <class T>
 void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, int64_t BH, int64_t T_, int64_t hs,
                        bool is_causal) {
-    const T scale = T(1) / std::sqrt(T(hs));
     const double work_per_head = (is_causal ? 0.5 : 1.0) * double(T_) * double(T_) * (4.0 * double(hs) + 20.0);
     parallel_for(BH, num_chunks(BH, work_per_head), [=](int, int64_t begin, int64_t end) {
-        std::vector<T> kT(static_cast<size_t>(hs * T_));  // (hs, T)
-        std::vector<T> qs(static_cast<size_t>(hs));        // one row of q, scaled
-        for (int64_t h = begin; h < end; ++h) {
-            const T* qh = q + h * T_ * hs;  // (T, hs)
-            const T* vh = v + h * T_ * hs;
-            T* oh = out + h * T_ * hs;
-            T* ph = probs + h * T_ * T_;  // (T, T)
-            transpose(kT.data(), k + h * T_ * hs, T_, hs);
-            for (int64_t i = 0; i < T_; ++i) {
-                const int64_t len = is_causal ? i + 1 : T_;  // keys this query sees
-                T* p = ph + i * T_;                          // (T,): scores, then probabilities
-                for (int64_t d = 0; d < hs; ++d) qs[d] = qh[i * hs + d] * scale;
-                row_times_transposed(p, qs.data(), kT.data(), hs, T_, len);
-                // NOTE: subtract the row max before exp, or exp overflows for large scores.
-                const T m = lane_max(p, len);
-                for (int64_t j = 0; j < len; ++j) p[j] = vexp(p[j] - m);
-                const T inv = T(1) / lane_sum<T>(len, [p](int64_t j) { return p[j]; });
-                for (int64_t j = 0; j < len; ++j) p[j] *= inv;
-                for (int64_t j = len; j < T_; ++j) p[j] = T(0);  // the masked future
-                T* o = oh + i * hs;  // (hs,)
-                for (int64_t d = 0; d < hs; ++d) o[d] = T(0);
-                for (int64_t j = 0; j < len; ++j) {
-                    const T pj = p[j];
-                    const T* vj = vh + j * hs;
-                    for (int64_t d = 0; d < hs; ++d) o[d] += pj * vj[d];
-                }
-            }
-        }
+        forward_heads(out, probs, q, k, v, begin, end, T_, hs, is_causal);
     });
 }
 
 template <class T>
 void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* probs,
                         int64_t BH, int64_t T_, int64_t hs) {
-    const T scale = T(1) / std::sqrt(T(hs));
     const double work_per_head = double(T_) * double(T_) * (8.0 * double(hs) + 8.0);
     parallel_for(BH, num_chunks(BH, work_per_head), [=](int, int64_t begin, int64_t end) {
-        std::vector<T> vT(static_cast<size_t>(hs * T_));  // (hs, T)
-        std::vector<T> ds(static_cast<size_t>(T_));        // one row: dP, then dS
-        for (int64_t h = begin; h < end; ++h) {
-            const size_t off = static_cast<size_t>(h * T_ * hs);  // (T, hs) blocks of this head
-            const T* ph = probs + h * T_ * T_;                   // (T, T)
-            transpose(vT.data(), v + off, T_, hs);
-            for (int64_t x = 0; x < T_ * hs; ++x) dk[off + x] = dv[off + x] = T(0);
-            for (int64_t i = 0; i < T_; ++i) {
-                const T* p = ph + i * T_;
-                int64_t len = T_;  // up to the last nonzero probability
-                while (len > 0 && p[len - 1] == T(0)) --len;
-                const T* doi = dout + off + i * hs;  // (hs,)
-                const T* qi = q + off + i * hs;
-                row_times_transposed(ds.data(), doi, vT.data(), hs, T_, len);  // dP[i, :]
-                const T dot = lane_sum<T>(len, [&](int64_t j) { return ds[j] * p[j]; });
-                for (int64_t j = 0; j < len; ++j) ds[j] = p[j] * (ds[j] - dot);  // dS[i, :]
-                T* dqi = dq + off + i * hs;
-                for (int64_t d = 0; d < hs; ++d) dqi[d] = T(0);
-                for (int64_t j = 0; j < len; ++j) {
-                    const T pj = p[j], dsj = ds[j], dsj_scaled = ds[j] * scale;
-                    const T* kj = k + off + j * hs;
-                    T* dkj = dk + off + j * hs;
-                    T* dvj = dv + off + j * hs;
-                    for (int64_t d = 0; d < hs; ++d) {
-                        dqi[d] += dsj * kj[d];
-                        dkj[d] += dsj_scaled * qi[d];
-                        dvj[d] += pj * doi[d];
-                    }
-                }
-                for (int64_t d = 0; d < hs; ++d) dqi[d] *= scale;
-            }
-        }
+        backward_heads(dq, dk, dv, dout, q, k, v, probs, begin, end, T_, hs);
     });
 }
 

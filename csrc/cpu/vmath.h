@@ -72,8 +72,8 @@ inline Acc lane_sum(int64_t n, F f) {
     int64_t i = 0;
     for (; i + kLanes <= n; i += kLanes)
         for (int l = 0; l < kLanes; ++l) acc[l] += f(i + l);
-    for (; i < n; ++i) acc[i % kLanes] += f(i);
-    Acc s = 0;
+    Acc s = 0;  // the tail, kept apart: an acc[i % kLanes] here would keep acc out of registers
+    for (; i < n; ++i) s += f(i);
     for (int l = 0; l < kLanes; ++l) s += acc[l];
     return s;
 }
