@@ -223,7 +223,15 @@ def print_samples(model, tokenizer, config, seed):
         print(tokenizer.decode(ids[0, 1:]))
 
 
-# --- one step ---------------------------------------------------------------------------------------
+# --- optimizer and one step ----------------------------------------------------------------------
+
+
+def configure_optimizer(model, lr, weight_decay):
+    """AdamW with weight decay on the 2-D weights only (not on biases and LayerNorm gains)."""
+    params = model.parameters()
+    return AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.99))
+
 
 
 def train_step(model, optimizer, x, y, grad_clip, device, world):
@@ -297,11 +305,7 @@ def run(args, world):
             print(f"data-parallel over {world.world_size} MPI ranks: batch {config['batch_size']} per rank, "
                   f"{config['batch_size'] * world.world_size} sequences per step", flush=True)
 
-    # optimizer: weight decay on the 2-D weights only (not on biases and LayerNorm gains)
-    params = model.parameters()
-    optimizer = AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": config["weight_decay"]},
-                       {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
-                      lr=config["lr"], betas=(0.9, 0.99))
+    optimizer = configure_optimizer(model, config["lr"], config["weight_decay"])
     rng = world.rng(config["seed"])  # the training batches; under MPI a stream per rank
     start_iter = 0
     if saved:
