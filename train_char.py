@@ -233,7 +233,6 @@ def configure_optimizer(model, lr, weight_decay):
                   {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.99))
 
 
-
 def train_step(model, optimizer, x, y, grad_clip, device, world):
     """Forward, loss, zero_grad, backward, the mean gradient over MPI ranks, clipping (grad_clip 0: none).
     Returns (loss, grad_norm) averaged over the ranks, hence the same on every rank; the caller checks
@@ -264,9 +263,10 @@ def run(args, world):
             raise UsageError(f"{e}; delete it or pass another --out-dir") from None
     if args.sample_only and world.world_size > 1:
         raise UsageError("--sample-only runs in one process: run it without mpirun")
-    if saved and args.resume and saved[1].get("world_size", 1) != world.world_size:
-        raise UsageError(f"{ckpt_path} was written by a run on {saved[1].get('world_size', 1)} rank(s), this one has "
-                         f"{world.world_size}: resume with as many ranks (each rank's batches continue), or use a new --out-dir")
+    saved_world = saved[1].get("world_size", 1) if saved else 1
+    if args.resume and saved_world != world.world_size:  # each rank's batches go on from its own RNG state
+        raise UsageError(f"{ckpt_path} was written by a run on {saved_world} rank(s), this one has "
+                         f"{world.world_size}: resume with as many ranks, or use a new --out-dir")
     config = resolve_config(given, saved[1]["config"] if saved else None)
     device = config["device"]
     if device == "cuda" and mg.backend_info().get("cuda_available") is not True:
@@ -371,7 +371,8 @@ def run(args, world):
                 bar.close()
                 if world.is_main:
                     print(f"train_char.py: error: the loss became {loss_value} (grad norm {grad_norm}) at iter {it}; "
-                          f"stopped without saving, the last good checkpoint is {ckpt_path}", file=sys.stderr, flush=True)
+                          f"stopped without saving, the last good checkpoint is {ckpt_path}",
+                          file=sys.stderr, flush=True)
                 world.barrier()  # MPI: rank 0 has printed before any rank exits
                 return 1
             optimizer.step()
