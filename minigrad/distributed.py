@@ -66,6 +66,8 @@ class World:
                 flat[offsets[i]:offsets[i + 1]] = to_device(p.grad, "cpu").ravel()
                 counts[i] = 1
         # NOTE: a GPU gradient takes a trip through host memory here; NCCL would reduce it in place.
+        # NOTE: the copies stay bit-equal only if every rank receives the same sum; Open MPI and MPICH
+        # deliver that (the standard advises it), and tests/test_distributed.py checks it
         self.comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
         flat[:offsets[-1]] /= self.world_size
         for i, p in enumerate(params):
