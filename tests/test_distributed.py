@@ -104,6 +104,23 @@ def test_launcher_without_mpi4py_says_how_to_install_it(monkeypatch):
         distributed.init()
 
 
+def test_a_checkpoint_from_before_mpi_support_still_resumes(corpus, tmp_path, capsys):
+    """Checkpoints written before the world_size field (one process) resume as one-process runs."""
+    from minigrad.checkpoint import save_checkpoint
+
+    sys.path.insert(0, ROOT)
+    import train_char
+
+    out_dir = str(tmp_path / "out")
+    assert train_char.main(["--data", corpus, "--out-dir", out_dir, "--max-iters", "4", *SMALL]) == 0
+    path = os.path.join(out_dir, "ckpt.npz")
+    arrays, meta = load_checkpoint(path)
+    assert meta.pop("world_size") == 1 and "rng_per_rank" not in meta
+    save_checkpoint(path, arrays, meta)
+    assert train_char.main(["--data", corpus, "--out-dir", out_dir, "--max-iters", "8", "--resume"]) == 0
+    assert "iter 8: train loss" in capsys.readouterr().out
+
+
 # --- under mpirun -n 2 -----------------------------------------------------------------------------
 
 
