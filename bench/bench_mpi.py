@@ -2,8 +2,9 @@
 
     python bench/bench_mpi.py --data data/tinyshakespeare.txt [--ranks 2] [--max-iters 30] [--repeats 2]
 
-The default model (4 layers, n_embd 64, block 128), three ways, run in turn (so a change of load on
-a shared machine hits each alike), every process pinned to its share of the threads:
+The default model (4 layers, n_embd 64, block 128), four ways, run in turn (so a change of load on
+a shared machine hits each alike), every process limited to its share of the threads:
+  1 process  x batch B, 1 thread (the baseline)
   1 process  x batch B, N threads (BLAS and minigrad's kernels)
   N ranks    x batch B/N, 1 thread each: the same B sequences per step, split over the ranks
   N ranks    x batch B,   1 thread each: N times the sequences per step
@@ -48,7 +49,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     n, b = args.ranks, args.batch_size
-    setups = [(f"1 process x batch {b}, {n} threads", 1, n, b),
+    setups = [(f"1 process x batch {b}, 1 thread", 1, 1, b),
+              (f"1 process x batch {b}, {n} threads", 1, n, b),
               (f"{n} ranks x batch {b // n}, 1 thread each", n, 1, b // n),
               (f"{n} ranks x batch {b}, 1 thread each", n, 1, b)]
     results = {name: [] for name, *_ in setups}
