@@ -338,10 +338,10 @@ def run(args, world):
     previous_handler = signal.signal(signal.SIGINT, request_stop) if world.world_size == 1 else None
     from tqdm import tqdm
 
-    # MPI: only rank 0 shows the bar, on stdout (Open MPI forwards a rank's stdout through a terminal,
-    # its stderr through a pipe, where tqdm would hide the bar)
-    bar = tqdm(total=max_iters, initial=start_iter, unit="it", dynamic_ncols=True,
-               disable=None if world.is_main else True, file=sys.stdout if world.world_size > 1 else None)
+    # MPI: only rank 0 shows the bar. Open MPI forwards a rank's stderr through a pipe (tqdm would hide the
+    # bar) and its stdout through a pseudo-terminal of size 0 x 0 (tqdm would draw nothing): give it a size
+    screen = {"file": sys.stdout, "ncols": 100, "nrows": 24} if world.world_size > 1 else {"dynamic_ncols": True}
+    bar = tqdm(total=max_iters, initial=start_iter, unit="it", disable=None if world.is_main else True, **screen)
     t_run, t_window, tokens_window = time.perf_counter(), time.perf_counter(), 0
     grad_norm, tokens_per_s, last = float("nan"), float("nan"), {}
     it = start_iter
