@@ -4,6 +4,7 @@
     python train_char.py --max-iters 200   # a short run
     python train_char.py --resume          # go on from out/ckpt.npz
     python train_char.py --sample-only     # print samples from out/ckpt.npz
+    mpirun -n 2 python train_char.py       # data-parallel over 2 MPI ranks, --batch-size sequences each
 
 The order is nanoGPT's: config, data, model, optimizer, schedule, loop, sample. Outputs in --out-dir:
 ckpt.npz (model, optimizer, iteration, RNG state, config, tokenizer), metrics.csv and loss.png.
@@ -21,6 +22,7 @@ import time
 import numpy as np
 
 import minigrad as mg
+from minigrad import distributed
 from minigrad.checkpoint import load_checkpoint, save_checkpoint
 from minigrad.data import CharTokenizer, download_tiny_shakespeare, get_batch, read_corpus, train_val_split
 from minigrad.data import write_atomically
@@ -42,7 +44,8 @@ HELP = {
     "data": "UTF-8 text corpus; the default is downloaded when missing",
     "out_dir": "folder for ckpt.npz, metrics.csv and loss.png",
     "max_iters": "optimizer steps in total", "eval_interval": "evaluate train and val loss every this many iters",
-    "eval_iters": "batches per split in each evaluation", "batch_size": "sequences per batch",
+    "eval_iters": "batches per split (and per MPI rank) in each evaluation",
+    "batch_size": "sequences per batch (per MPI rank under mpirun)",
     "block_size": "context length T", "n_layer": "transformer blocks", "n_head": "attention heads",
     "n_embd": "embedding width C (divisible by n_head)", "lr": "peak learning rate",
     "min_lr": "learning rate at the end of the cosine decay", "warmup_iters": "iters of linear warmup",
@@ -123,24 +126,28 @@ def load_text(path):
 # --- checkpoint and metrics -----------------------------------------------------------------------
 
 
-def save_run(path, model, optimizer, it, rng, config, tokenizer):
-    """Everything a bit-exact resume needs, in one atomically written file."""
+def save_run(path, model, optimizer, it, rng_states, config, tokenizer):
+    """Everything a bit-exact resume needs, in one atomically written file. rng_states: the batch RNG's
+    bit_generator.state of every rank (one entry in a single process)."""
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
     for name, buffers in opt["buffers"].items():
         arrays.update({f"optim/{name}/{i}": b for i, b in enumerate(buffers) if b is not None})
-    meta = {"iter": it, "config": config, "tokenizer": tokenizer.to_dict(), "rng": rng.bit_generator.state,
-            "optim": {"hyper": opt["hyper"], "step": opt["step"], "n_params": len(optimizer.parameters())}}
+    meta = {"iter": it, "config": config, "tokenizer": tokenizer.to_dict(), "rng": rng_states[0],
+            "optim": {"hyper": opt["hyper"], "step": opt["step"], "n_params": len(optimizer.parameters())},
+            "world_size": len(rng_states)}
+    if len(rng_states) > 1:  # MPI: each rank draws its own batches, so each has its own RNG state
+        meta["rng_per_rank"] = rng_states
     save_checkpoint(path, arrays, meta)
 
 
-def restore_run(arrays, meta, model, optimizer, rng):
+def restore_run(arrays, meta, model, optimizer, rng, rank=0):
     n = meta["optim"]["n_params"]
     buffers = {name: [arrays.get(f"optim/{name}/{i}") for i in range(n)] for name in optimizer.buffer_names}
     try:
         model.load_state_dict({k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")})
         optimizer.load_state_dict({"hyper": meta["optim"]["hyper"], "step": meta["optim"]["step"], "buffers": buffers})
-        rng.bit_generator.state = meta["rng"]
+        rng.bit_generator.state = meta["rng_per_rank"][rank] if "rng_per_rank" in meta else meta["rng"]
     except (ValueError, KeyError, TypeError) as e:
         raise UsageError(f"checkpoint does not fit this model ({e}); use a new --out-dir") from None
     return meta["iter"]
@@ -188,10 +195,11 @@ def plot_losses(path, rows):
 # --- evaluation and sampling ----------------------------------------------------------------------
 
 
-def estimate_loss(model, splits, config, seed, device):
+def estimate_loss(model, splits, config, seed, device, world):
     """Mean loss over eval_iters batches of each split; the batches come from their own RNG, so
-    evaluating never moves the training batches."""
-    rng = np.random.default_rng(seed)
+    evaluating never moves the training batches. Under MPI each rank evaluates eval_iters batches of
+    its own (seeded by (seed, rank)) and the means are averaged: N times the batches in the same time."""
+    rng = world.rng(seed)
     losses = {}
     model.eval()
     with mg.no_grad():
@@ -201,7 +209,7 @@ def estimate_loss(model, splits, config, seed, device):
                 x, y = get_batch(data, config["batch_size"], config["block_size"], rng)
                 _, loss = model(to_device(x, device), to_device(y, device))
                 total += loss.item()
-            losses[name] = total / config["eval_iters"]
+            losses[name] = world.allreduce_mean(total / config["eval_iters"])
     model.train()
     return losses
 
@@ -219,7 +227,30 @@ def print_samples(model, tokenizer, config, seed):
         print(tokenizer.decode(ids[0, 1:]))
 
 
-def profile_steps(model, optimizer, params, train_ids, config, rng, device, steps):
+# --- optimizer and one step ----------------------------------------------------------------------
+
+
+def configure_optimizer(model, lr, weight_decay):
+    """AdamW with weight decay on the 2-D weights only (not on biases and LayerNorm gains)."""
+    params = model.parameters()
+    return AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.99))
+
+
+def train_step(model, optimizer, x, y, grad_clip, device, world):
+    """Forward, loss, zero_grad, backward, the mean gradient over MPI ranks, clipping (grad_clip 0: none).
+    Returns (loss, grad_norm) averaged over the ranks, hence the same on every rank; the caller checks
+    them and then calls optimizer.step()."""
+    _, loss = model(to_device(x, device), to_device(y, device))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = optimizer.parameters()
+    world.allreduce_grads(params)  # MPI: before clipping, so every rank clips the same global norm
+    grad_norm = clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
+    return world.allreduce_mean(loss.item()), grad_norm
+
+
+def profile_steps(model, optimizer, train_ids, config, rng, device, world, steps):
     """--profile N: N training steps at the peak lr under mg.profile(), then its per-op table."""
     if steps <= 0:
         raise UsageError(f"--profile must be positive, got {steps}")
@@ -228,10 +259,7 @@ def profile_steps(model, optimizer, params, train_ids, config, rng, device, step
     for _ in range(steps):
         with prof:
             x, y = get_batch(train_ids, config["batch_size"], config["block_size"], rng)
-            _, loss = model(to_device(x, device), to_device(y, device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            clip_grad_norm_(params, config["grad_clip"])
+            train_step(model, optimizer, x, y, config["grad_clip"], device, world)
             optimizer.step()
     print(f"{steps} steps in {time.perf_counter() - t0:.2f} s (kernels: {mg.get_backend()})")
     prof.table()
@@ -241,7 +269,7 @@ def profile_steps(model, optimizer, params, train_ids, config, rng, device, step
 # --- the run --------------------------------------------------------------------------------------
 
 
-def run(args):
+def run(args, world):
     given = {k: v for k, v in vars(args).items() if k in DEFAULTS}
     out_dir = args.out_dir or DEFAULTS["out_dir"]
     ckpt_path = os.path.join(out_dir, "ckpt.npz")
@@ -253,6 +281,14 @@ def run(args):
             saved = load_checkpoint(ckpt_path)
         except ValueError as e:
             raise UsageError(f"{e}; delete it or pass another --out-dir") from None
+    single_process_flag = ("--sample-only" if args.sample_only else "--draw-graph" if args.draw_graph
+                           else "--profile" if args.profile is not None else None)
+    if single_process_flag and world.world_size > 1:
+        raise UsageError(f"{single_process_flag} runs in one process: run it without mpirun")
+    saved_world = saved[1].get("world_size", 1) if saved else 1
+    if args.resume and saved_world != world.world_size:  # each rank's batches go on from its own RNG state
+        raise UsageError(f"{ckpt_path} was written by a run on {saved_world} rank(s), this one has "
+                         f"{world.world_size}: resume with as many ranks, or use a new --out-dir")
     config = resolve_config(given, saved[1]["config"] if saved else None)
     device = config["device"]
     if device == "cuda" and mg.backend_info().get("cuda_available") is not True:
@@ -261,7 +297,10 @@ def run(args):
     # data
     tokenizer = CharTokenizer.from_dict(saved[1]["tokenizer"]) if saved else None
     if not args.sample_only:
-        text = load_text(config["data"])
+        # MPI: rank 0 reads (and, when missing, downloads) the corpus before the others read it
+        text = load_text(config["data"]) if world.is_main else None
+        world.barrier()
+        text = text if world.is_main else load_text(config["data"])
         if len(text) < config["block_size"] + 2:
             raise UsageError(f"corpus {config['data']} has {len(text)} characters; it needs at least "
                              f"block_size + 2 = {config['block_size'] + 2}")
@@ -280,19 +319,20 @@ def run(args):
     model_config = mg.GPTConfig(tokenizer.vocab_size, config["block_size"], config["n_layer"], config["n_head"],
                                 config["n_embd"])
     model = mg.GPT(model_config, seed=config["seed"]).to(device)
-    print(f"minigrad {mg.__version__}, kernels: {mg.get_backend()}, model: {model.num_parameters():,} parameters "
-          f"({model_config.n_layer} layers, {model_config.n_head} heads, n_embd {model_config.n_embd}, "
-          f"vocab {model_config.vocab_size})", flush=True)
+    if world.is_main:
+        print(f"minigrad {mg.__version__}, kernels: {mg.get_backend()}, model: {model.num_parameters():,} parameters "
+              f"({model_config.n_layer} layers, {model_config.n_head} heads, n_embd {model_config.n_embd}, "
+              f"vocab {model_config.vocab_size})", flush=True)
+        if world.world_size > 1:
+            print(f"data-parallel over {world.world_size} MPI ranks: batch {config['batch_size']} per rank, "
+                  f"{config['batch_size'] * world.world_size} sequences per step", flush=True)
 
-    # optimizer: weight decay on the 2-D weights only (not on biases and LayerNorm gains)
-    params = model.parameters()
-    optimizer = AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": config["weight_decay"]},
-                       {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
-                      lr=config["lr"], betas=(0.9, 0.99))
-    rng = np.random.default_rng(config["seed"])
+    optimizer = configure_optimizer(model, config["lr"], config["weight_decay"])
+    rng = world.rng(config["seed"])  # the training batches; under MPI a stream per rank
     start_iter = 0
     if saved:
-        start_iter = restore_run(*saved, model, optimizer, rng)
+        start_iter = restore_run(*saved, model, optimizer, rng, world.rank)
+    world.broadcast_params(model)  # MPI: every rank starts from rank 0's weights
     if args.sample_only:
         print_samples(model, tokenizer, config, config["seed"])
         return 0
@@ -304,18 +344,21 @@ def run(args):
         print(f"wrote the graph of one forward and loss to {args.draw_graph}")
         return 0
     if args.profile is not None:
-        return profile_steps(model, optimizer, params, train_ids, config, rng, device, args.profile)
+        return profile_steps(model, optimizer, train_ids, config, rng, device, world, args.profile)
 
     def schedule(it):
         return lr_at(it, config["lr"], config["min_lr"], config["warmup_iters"], config["lr_decay_iters"])
 
-    os.makedirs(out_dir, exist_ok=True)
+    if world.is_main:  # MPI: rank 0 alone writes files
+        os.makedirs(out_dir, exist_ok=True)
     metrics_path, plot_path = os.path.join(out_dir, "metrics.csv"), os.path.join(out_dir, "loss.png")
-    rows = read_metrics(metrics_path, start_iter) if saved else []
+    rows = read_metrics(metrics_path, start_iter) if saved and world.is_main else []
     splits = {"train": train_ids, "val": val_ids}
-    max_iters, tokens_per_step = config["max_iters"], config["batch_size"] * config["block_size"]
+    max_iters = config["max_iters"]
+    tokens_per_step = config["batch_size"] * config["block_size"] * world.world_size  # all ranks' tokens
 
-    # Ctrl-C: finish the current step, save a checkpoint, exit cleanly (a second Ctrl-C stops at once)
+    # Ctrl-C: finish the current step, save a checkpoint, exit cleanly (a second Ctrl-C stops at once).
+    # MPI: mpirun stops every rank on Ctrl-C; the checkpoint of the last evaluation stays.
     stop = {"requested": False}
 
     def request_stop(signum, frame):
@@ -323,10 +366,13 @@ def run(args):
             raise KeyboardInterrupt
         stop["requested"] = True
 
-    previous_handler = signal.signal(signal.SIGINT, request_stop)
+    previous_handler = signal.signal(signal.SIGINT, request_stop) if world.world_size == 1 else None
     from tqdm import tqdm
 
-    bar = tqdm(total=max_iters, initial=start_iter, unit="it", dynamic_ncols=True, disable=None)
+    # MPI: only rank 0 shows the bar. Open MPI forwards a rank's stderr through a pipe (tqdm would hide the
+    # bar) and its stdout through a pseudo-terminal of size 0 x 0 (tqdm would draw nothing): give it a size
+    screen = {"file": sys.stdout, "ncols": 100, "nrows": 24} if world.world_size > 1 else {"dynamic_ncols": True}
+    bar = tqdm(total=max_iters, initial=start_iter, unit="it", disable=None if world.is_main else True, **screen)
     t_run, t_window, tokens_window = time.perf_counter(), time.perf_counter(), 0
     grad_norm, tokens_per_s, last = float("nan"), float("nan"), {}
     it = start_iter
@@ -334,29 +380,31 @@ def run(args):
         while True:
             evaluate = it % config["eval_interval"] == 0 or it == max_iters
             if evaluate and not (saved and it == start_iter):
-                last = estimate_loss(model, splits, config, seed=config["seed"] + it, device=device)
-                rows.append([it, last["train"], last["val"], schedule(it), grad_norm, tokens_per_s])
-                bar.write(f"iter {it}: train loss {last['train']:.4f}, val loss {last['val']:.4f}")
-                write_metrics(metrics_path, rows)
-                plot_losses(plot_path, rows)
-                save_run(ckpt_path, model, optimizer, it, rng, config, tokenizer)
+                last = estimate_loss(model, splits, config, seed=config["seed"] + it, device=device, world=world)
+                rng_states = world.gather(rng.bit_generator.state)  # MPI: every rank's, on rank 0
+                if world.is_main:
+                    rows.append([it, last["train"], last["val"], schedule(it), grad_norm, tokens_per_s])
+                    bar.write(f"iter {it}: train loss {last['train']:.4f}, val loss {last['val']:.4f}")
+                    write_metrics(metrics_path, rows)
+                    plot_losses(plot_path, rows)
+                    save_run(ckpt_path, model, optimizer, it, rng_states, config, tokenizer)
             if it >= max_iters or stop["requested"]:
                 break
 
-            # one step: batch, forward, loss, zero_grad, backward, clip, AdamW
+            # one step: batch, forward, loss, zero_grad, backward, (MPI: mean over ranks), clip, AdamW
             lr = schedule(it)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y = get_batch(train_ids, config["batch_size"], config["block_size"], rng)
-            _, loss = model(to_device(x, device), to_device(y, device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = clip_grad_norm_(params, config["grad_clip"]) if config["grad_clip"] > 0 else float("nan")
-            loss_value = loss.item()
-            if not (math.isfinite(loss_value) and math.isfinite(grad_norm if config["grad_clip"] > 0 else 0.0)):
+            loss_value, grad_norm = train_step(model, optimizer, x, y, config["grad_clip"], device, world)
+            # the same two numbers on every rank, so under MPI all ranks stop here together
+            if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
                 bar.close()
-                print(f"train_char.py: error: the loss became {loss_value} (grad norm {grad_norm}) at iter {it}; "
-                      f"stopped without saving, the last good checkpoint is {ckpt_path}", file=sys.stderr)
+                if world.is_main:
+                    print(f"train_char.py: error: the loss became {loss_value} (grad norm {grad_norm}) at iter {it}; "
+                          f"stopped without saving, the last good checkpoint is {ckpt_path}",
+                          file=sys.stderr, flush=True)
+                world.barrier()  # MPI: rank 0 has printed before any rank exits
                 return 1
             optimizer.step()
             it += 1
@@ -368,12 +416,15 @@ def run(args):
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
             bar.update(1)
     finally:
-        signal.signal(signal.SIGINT, previous_handler)
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
         bar.close()
 
     if stop["requested"]:
-        save_run(ckpt_path, model, optimizer, it, rng, config, tokenizer)
+        save_run(ckpt_path, model, optimizer, it, [rng.bit_generator.state], config, tokenizer)
         print(f"interrupted at iter {it}: saved {ckpt_path}; continue with --resume")
+        return 0
+    if not world.is_main:
         return 0
     total = time.perf_counter() - t_run
     if last:
@@ -386,10 +437,19 @@ def run(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        return run(args)
-    except UsageError as e:
+        world = distributed.init()  # one process, or this rank of an mpirun job
+    except RuntimeError as e:
         print(f"train_char.py: error: {e}", file=sys.stderr)
         return 2
+    with world.abort_on_error("train_char.py"):  # MPI: an exception on one rank stops every rank
+        try:
+            return run(args, world)
+        except UsageError as e:
+            where = f" (rank {world.rank} of {world.world_size})" if world.world_size > 1 else ""
+            print(f"train_char.py: error{where}: {e}", file=sys.stderr, flush=True)
+            if world.world_size > 1:
+                world.abort(2)  # NOTE: exiting alone could leave ranks without this error waiting in a collective
+            return 2
 
 
 if __name__ == "__main__":

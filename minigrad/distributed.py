@@ -1,0 +1,153 @@
+"""minigrad.distributed: data-parallel training over MPI (``mpirun -n N python train_char.py``).
+
+Every rank (process) holds a full copy of the model and the optimizer. Each step, each rank computes
+the gradient of its own batch; ``allreduce_grads`` replaces it by the mean over the ranks, so every
+rank then takes the same optimizer step and the copies stay equal. With N ranks of batch B this is
+the step of one process with batch N*B (the mean of N equal-sized batch means is the mean of all).
+
+    world = distributed.init()          # World(rank=0, world_size=1) when not launched by MPI
+    world.broadcast_params(model)       # start from rank 0's weights
+    loss.backward()
+    world.allreduce_grads(params)       # g <- (1/N) sum over ranks of g, before clipping
+
+mpi4py is imported here only, and only when an MPI launcher started this process: without one,
+every method is a no-op on rank 0 of 1, and nothing MPI-related is loaded.
+"""
+
+import contextlib
+import os
+import sys
+import traceback
+
+import numpy as np
+
+from minigrad.backend import to_device
+
+# Set by the launchers in every process they start: Open MPI's mpirun, MPICH/Intel MPI's Hydra, PMIx (srun).
+LAUNCHER_ENV = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")
+
+
+class World:
+    """The ranks of one job: rank (0 .. world_size-1), world_size, is_main (rank 0 writes the files),
+    and the collectives training needs. comm is mpi4py's COMM_WORLD, or None for a single process."""
+
+    def __init__(self, comm=None):
+        self.comm = comm
+        self.rank = comm.Get_rank() if comm is not None else 0
+        self.world_size = comm.Get_size() if comm is not None else 1
+        self.is_main = self.rank == 0
+
+    def __repr__(self):
+        return f"World(rank={self.rank}, world_size={self.world_size})"
+
+    def rng(self, seed):
+        """A NumPy generator for this rank: default_rng(seed) in one process (so a single-process run is
+        unchanged), default_rng([seed, rank]) under MPI: an independent stream per rank."""
+        return np.random.default_rng(seed if self.world_size == 1 else [seed, self.rank])
+
+    def allreduce_grads(self, params):
+        """g_p <- (1/N) sum_r g_p^(r) for every parameter p, as ONE Allreduce over one flat buffer
+        (one collective per step, not one per parameter: the latency is paid once).
+
+        A parameter without a gradient on this rank adds zeros, so every rank posts a buffer of the
+        same layout; one count per parameter, appended to the buffer, says how many ranks had a
+        gradient, and a parameter that no rank touched keeps grad None, as in one process."""
+        if self.comm is None:
+            return
+        from mpi4py import MPI
+
+        dtype = np.result_type(*[p.dtype for p in params])
+        sizes = [p.size for p in params]
+        offsets = np.cumsum([0] + sizes)
+        flat = np.zeros(offsets[-1] + len(params), dtype=dtype)  # (sum of sizes + n_params,)
+        counts = flat[offsets[-1]:]  # (n_params,) a view: 1 where this rank has a gradient
+        for i, p in enumerate(params):
+            if p.grad is not None:
+                flat[offsets[i]:offsets[i + 1]] = to_device(p.grad, "cpu").ravel()
+                counts[i] = 1
+        # NOTE: a GPU gradient takes a trip through host memory here; NCCL would reduce it in place.
+        # NOTE: the copies stay bit-equal only if every rank receives the same sum; Open MPI and MPICH
+        # deliver that (the standard advises it), and tests/test_distributed.py checks it
+        self.comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+        flat[:offsets[-1]] /= self.world_size
+        for i, p in enumerate(params):
+            if counts[i] > 0:
+                grad = flat[offsets[i]:offsets[i + 1]].reshape(p.shape)
+                p.grad = to_device(grad.astype(p.dtype, copy=True), p.device)
+
+    def broadcast_params(self, model):
+        """Copy rank 0's parameters into every rank's model (one Bcast of one flat buffer), so all
+        ranks start from the same weights whatever their own initialization was."""
+        if self.comm is None:
+            return
+        params = model.parameters()
+        flat = np.concatenate([p.numpy().ravel() for p in params]).astype(np.result_type(*[p.dtype for p in params]))
+        self.comm.Bcast(flat, root=0)
+        start = 0
+        for p in params:
+            p.data[...] = to_device(flat[start:start + p.size].reshape(p.shape).astype(p.dtype), p.device)
+            start += p.size
+
+    def allreduce_mean(self, value):
+        """(1/N) sum over ranks of a float, the same float on every rank (e.g. a loss)."""
+        if self.comm is None:
+            return float(value)
+        from mpi4py import MPI
+
+        buffer = np.array([value], dtype=np.float64)
+        self.comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
+        return float(buffer[0]) / self.world_size
+
+    def gather(self, obj):
+        """[obj of rank 0, obj of rank 1, ...] on rank 0 (any picklable object), None on the others."""
+        if self.comm is None:
+            return [obj]
+        return self.comm.gather(obj, root=0)
+
+    def barrier(self):
+        """Wait until every rank has reached this line."""
+        if self.comm is not None:
+            self.comm.Barrier()
+
+    def abort(self, code):
+        """Stop every rank of the job at once with exit code `code` (MPI_Abort); in one process, sys.exit."""
+        sys.stderr.flush()
+        if self.comm is None:
+            sys.exit(code)
+        self.comm.Abort(code)
+
+    @contextlib.contextmanager
+    def abort_on_error(self, program):
+        """Under MPI, an exception on one rank would leave the others waiting forever in their next
+        collective: print it with this rank's number and abort the whole job (exit 1) instead.
+        In one process the exception propagates as usual."""
+        try:
+            yield self
+        except Exception as e:
+            if self.comm is None:
+                raise
+            traceback.print_exc()
+            print(f"{program}: error on rank {self.rank} of {self.world_size}: {type(e).__name__}: {e}; "
+                  "stopping every rank", file=sys.stderr, flush=True)
+            self.abort(1)
+
+
+def launched_by_mpi():
+    """The name of the launcher variable that says an MPI launcher started this process, or None."""
+    return next((name for name in LAUNCHER_ENV if name in os.environ), None)
+
+
+def init():
+    """The World of this process. Under an MPI launcher (mpirun, mpiexec, srun) with more than one rank,
+    MPI is initialized through mpi4py; otherwise a single-process World where everything is a no-op.
+    Raises RuntimeError with the fix when the launcher is there but mpi4py is not."""
+    variable = launched_by_mpi()
+    if variable is None:
+        return World()
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise RuntimeError(f"this process was started by an MPI launcher ({variable}={os.environ[variable]}) "
+                           "but mpi4py is not installed: pip install -e \".[mpi]\"") from None
+    comm = MPI.COMM_WORLD
+    return World(comm if comm.Get_size() > 1 else None)
