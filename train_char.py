@@ -257,7 +257,8 @@ def run(args):
     model_config = mg.GPTConfig(tokenizer.vocab_size, config["block_size"], config["n_layer"], config["n_head"],
                                 config["n_embd"])
     model = mg.GPT(model_config, seed=config["seed"]).to(device)
-    print(f"minigrad {mg.__version__}, kernels: {mg.get_backend()}, model: {model.num_parameters():,} parameters "
+    kernels = mg.get_backend() if device == "cpu" else mg.backend_info()["cuda_kernels"]
+    print(f"minigrad {mg.__version__}, device: {device}, kernels: {kernels}, model: {model.num_parameters():,} parameters "
           f"({model_config.n_layer} layers, {model_config.n_head} heads, n_embd {model_config.n_embd}, "
           f"vocab {model_config.vocab_size})", flush=True)
 

@@ -88,9 +88,10 @@ def _get_cupy():
 
 def get_array_module(x):
     """numpy for a NumPy array (or anything not on a GPU), cupy for a CuPy array."""
-    if isinstance(x, np.ndarray) or _cupy is None:
+    if isinstance(x, np.ndarray) or (_cupy is None and type(x).__module__.partition(".")[0] != "cupy"):
         return np
-    return _cupy if isinstance(x, _cupy.ndarray) else np
+    cupy = _get_cupy()  # imported here when the first CuPy array arrives from outside minigrad
+    return cupy if isinstance(x, cupy.ndarray) else np
 
 
 def device_of(x):

@@ -22,6 +22,8 @@ __device__ inline float dexp(float x) { return expf(x); }
 __device__ inline double dexp(double x) { return exp(x); }
 __device__ inline float dlog(float x) { return logf(x); }
 __device__ inline double dlog(double x) { return log(x); }
+__device__ inline float dabs(float x) { return fabsf(x); }
+__device__ inline double dabs(double x) { return fabs(x); }
 __device__ inline float dsqrt(float x) { return sqrtf(x); }
 __device__ inline double dsqrt(double x) { return sqrt(x); }
 template <class T>

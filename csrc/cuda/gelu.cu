@@ -14,7 +14,7 @@ __global__ void gelu_forward_kernel(T* out, const T* x, int64_t n) {
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
         const T xi = x[i];
         const T u = T(kGeluScale) * (xi + T(kGeluCubic) * xi * xi * xi);
-        const T e = dexp(-fabs(T(2) * u));
+        const T e = dexp(-dabs(T(2) * u));
         const T inv = T(1) / (T(1) + e);
         out[i] = xi * (u >= T(0) ? inv : e * inv);
     }
@@ -26,7 +26,7 @@ __global__ void gelu_backward_kernel(T* dx, const T* dout, const T* x, int64_t n
         const T xi = x[i];
         const T u = T(kGeluScale) * (xi + T(kGeluCubic) * xi * xi * xi);
         const T du = T(kGeluScale) * (T(1) + T(3 * kGeluCubic) * xi * xi);  // du/dx
-        const T e = dexp(-fabs(T(2) * u));
+        const T e = dexp(-dabs(T(2) * u));
         const T inv = T(1) / (T(1) + e);
         const T sig = u >= T(0) ? inv : e * inv;
         // d/dx [x sigmoid(2u)] = sigmoid(2u) + 2 x sigmoid(2u) (1 - sigmoid(2u)) du/dx

@@ -56,7 +56,7 @@ __global__ void layernorm_dx_kernel(T* dx, const T* dout, const T* x, const T* w
 // owns 32 channels (threadIdx.x, so each row is read coalesced); threadIdx.y walks every 32nd row, in
 // double; then the 32 partial sums of each channel are added in order. No atomics: deterministic.
 template <class T>
-__global__ void layernorm_dweight_kernel(T* dweight, T* dbias, const T* dout, const T* x, const T* mean,
+__global__ void __launch_bounds__(1024) layernorm_dweight_kernel(T* dweight, T* dbias, const T* dout, const T* x, const T* mean,
                                          const T* rstd, int64_t N, int64_t C) {
     __shared__ double part_w[32][33], part_b[32][33];  // (rows lane, channel), padded against bank conflicts
     const int64_t c = blockIdx.x * int64_t(32) + threadIdx.x;
