@@ -52,7 +52,7 @@ def _load_cuda_extension():
     if _env_flag("MINIGRAD_NO_EXT"):
         return None, "MINIGRAD_NO_EXT=1 is set"
     try:
-        from minigrad import _C_cuda
+        _C_cuda = importlib.import_module("minigrad._C_cuda")
     except ImportError as e:
         return None, f"minigrad._C_cuda is not built ({e}); it is built when CMake finds nvcc at install time"
     return _C_cuda, f"minigrad._C_cuda is built (CUDA runtime {_C_cuda.runtime_version()}, sm {_C_cuda.architectures})"

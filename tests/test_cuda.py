@@ -232,11 +232,12 @@ def test_kernels_for_picks_cuda_for_cupy_arrays():
     import cupy
 
     x = cupy.ones(3)
-    expected = C_CUDA if C_CUDA is not None and C_CUDA.device_count() > 0 else ref
-    assert backend.kernels_for(x) is expected
+    usable = C_CUDA is not None and C_CUDA.device_count() > 0
     before = mg.backend_info()["requested_backend"]
     try:
-        mg.set_backend("numpy")
+        mg.set_backend("auto")
+        assert backend.kernels_for(x) is (C_CUDA if usable else ref)
+        mg.set_backend("numpy")  # the reference on every device
         assert backend.kernels_for(x) is ref
     finally:
         mg.set_backend(before)
