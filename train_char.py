@@ -320,9 +320,10 @@ def run(args, world):
                                 config["n_embd"])
     model = mg.GPT(model_config, seed=config["seed"]).to(device)
     if world.is_main:
-        print(f"minigrad {mg.__version__}, kernels: {mg.get_backend()}, model: {model.num_parameters():,} parameters "
-              f"({model_config.n_layer} layers, {model_config.n_head} heads, n_embd {model_config.n_embd}, "
-              f"vocab {model_config.vocab_size})", flush=True)
+        kernels = mg.get_backend() if device == "cpu" else mg.backend_info()["cuda_kernels"]
+        print(f"minigrad {mg.__version__}, device: {device}, kernels: {kernels}, "
+              f"model: {model.num_parameters():,} parameters ({model_config.n_layer} layers, "
+              f"{model_config.n_head} heads, n_embd {model_config.n_embd}, vocab {model_config.vocab_size})", flush=True)
         if world.world_size > 1:
             print(f"data-parallel over {world.world_size} MPI ranks: batch {config['batch_size']} per rank, "
                   f"{config['batch_size'] * world.world_size} sequences per step", flush=True)

@@ -2,14 +2,15 @@
 
 Everything else asks this module:
 - ``get_array_module(x)``: ``numpy`` or ``cupy``, whichever owns the array ``x``;
-- ``kernels_for(x)``: the implementation of the fused kernels to run on ``x``
-  (the C++ module ``_C`` on the CPU when it is built, else the NumPy/CuPy reference in
-  ``minigrad.kernels``);
+- ``kernels_for(x)``: the implementation of the fused kernels to run on ``x``: for a CuPy array
+  the CUDA module ``_C_cuda`` when it is built and a GPU is usable, for a NumPy array the C++
+  module ``_C`` when it is built; otherwise the NumPy/CuPy reference in ``minigrad.kernels``;
 - ``backend_info()``: what is active and why.
 
 Environment variables:
-- ``MINIGRAD_BACKEND=numpy|cpp|auto`` picks the CPU kernels (``set_backend`` does the same at run time);
-- ``MINIGRAD_NO_EXT=1`` never loads the compiled module (the pure NumPy reference);
+- ``MINIGRAD_BACKEND=numpy|cpp|auto`` picks the kernels (``set_backend`` does the same at run time):
+  'numpy' is the reference on either device, 'cpp' and 'auto' the compiled modules where built;
+- ``MINIGRAD_NO_EXT=1`` never loads a compiled module (the pure NumPy/CuPy reference);
 - ``MINIGRAD_REQUIRE_EXT=1`` makes a missing compiled module an import error, so a build that
   silently fell back to NumPy cannot pass CI.
 """
@@ -46,6 +47,20 @@ def _load_cpu_extension():
 _C, _C_REASON = _load_cpu_extension()
 
 
+def _load_cuda_extension():
+    """Returns (module or None, the reason in words). Importing it needs no GPU (its CUDA runtime is static)."""
+    if _env_flag("MINIGRAD_NO_EXT"):
+        return None, "MINIGRAD_NO_EXT=1 is set"
+    try:
+        _C_cuda = importlib.import_module("minigrad._C_cuda")
+    except ImportError as e:
+        return None, f"minigrad._C_cuda is not built ({e}); it is built when CMake finds nvcc at install time"
+    return _C_cuda, f"minigrad._C_cuda is built (CUDA runtime {_C_cuda.runtime_version()}, sm {_C_cuda.architectures})"
+
+
+_C_CUDA, _C_CUDA_REASON = _load_cuda_extension()
+
+
 def _initial_backend():
     name = os.environ.get("MINIGRAD_BACKEND", "auto").strip().lower() or "auto"
     if name not in BACKENDS:
@@ -73,9 +88,10 @@ def _get_cupy():
 
 def get_array_module(x):
     """numpy for a NumPy array (or anything not on a GPU), cupy for a CuPy array."""
-    if isinstance(x, np.ndarray) or _cupy is None:
+    if isinstance(x, np.ndarray) or (_cupy is None and type(x).__module__.partition(".")[0] != "cupy"):
         return np
-    return _cupy if isinstance(x, _cupy.ndarray) else np
+    cupy = _get_cupy()  # imported here when the first CuPy array arrives from outside minigrad
+    return cupy if isinstance(x, cupy.ndarray) else np
 
 
 def device_of(x):
@@ -105,7 +121,8 @@ def scatter_add(target, index, values):
 
 
 def set_backend(name):
-    """Choose the CPU kernels: 'cpp' (minigrad._C), 'numpy' (the reference) or 'auto' (cpp when built)."""
+    """Choose the kernels: 'cpp' (minigrad._C on the CPU), 'numpy' (the reference, on CPU and GPU alike)
+    or 'auto' (the compiled modules where built). On a GPU, 'cpp' and 'auto' both use _C_cuda when usable."""
     global _backend
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}: use one of {BACKENDS}")
@@ -119,13 +136,34 @@ def get_backend():
     return "cpp" if _backend in ("auto", "cpp") and _C is not None else "numpy"
 
 
+def _cuda_kernels_usable():
+    """True when _C_cuda is built and its runtime sees a device (probed once, inside the module)."""
+    return _C_CUDA is not None and _C_CUDA.device_count() > 0
+
+
 def kernels_for(x):
     """The module whose fused kernels run on the array x (same function names and signatures in each)."""
-    if isinstance(x, np.ndarray) and get_backend() == "cpp":
-        return _C
+    if isinstance(x, np.ndarray):
+        if get_backend() == "cpp":
+            return _C
+    elif _backend != "numpy" and _cuda_kernels_usable():
+        return _C_CUDA
     from minigrad import kernels  # the reference; works on NumPy and CuPy arrays alike
 
     return kernels
+
+
+def _cuda_status():
+    """(cuda_available, why): CuPy importable and its runtime counting at least one device."""
+    if importlib.util.find_spec("cupy") is None:
+        return False, "CuPy is not installed: pip install -e '.[cuda]'"
+    try:
+        count = _get_cupy().cuda.runtime.getDeviceCount()
+    except Exception as e:  # CuPy raises CUDARuntimeError without a driver, ImportError for a broken install
+        return False, f"CuPy cannot reach a GPU ({type(e).__name__}: {e})"
+    if count == 0:
+        return False, "CuPy sees no CUDA device"
+    return True, f"CuPy sees {count} CUDA device(s)"
 
 
 def backend_info():
@@ -139,7 +177,18 @@ def backend_info():
         "extension_reason": _C_REASON,
         "num_threads": _C.get_num_threads() if _C is not None else 1,
         "cupy_installed": importlib.util.find_spec("cupy") is not None,
+        "cuda_built": _C_CUDA is not None,
+        "cuda_built_reason": _C_CUDA_REASON,
     }
+    info["cuda_available"], info["cuda_reason"] = _cuda_status()
+    if not info["cuda_available"]:
+        info["cuda_kernels"] = "none (no usable GPU)"
+    elif _backend != "numpy" and _cuda_kernels_usable():
+        info["cuda_kernels"] = "cuda"
+    else:
+        why = "backend forced to 'numpy'" if _backend == "numpy" else (
+            _C_CUDA_REASON if _C_CUDA is None else f"_C_cuda sees no device: {_C_CUDA.device_reason()}")
+        info["cuda_kernels"] = f"cupy reference ({why})"
     if info["cpu_kernels"] == "numpy":
         info["why"] = (
             "backend forced to 'numpy'" if _backend == "numpy" else f"C++ kernels unavailable: {_C_REASON}"

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minigrad import functional as F
+from minigrad.backend import to_device
 from minigrad.nn import Block, Embedding, LayerNorm, Module
 from minigrad.tensor import Tensor, no_grad
 
@@ -66,7 +67,8 @@ class GPT(Module):
         return sum(p.size for p in self.parameters())
 
     def forward(self, idx, targets=None):
-        idx = idx.data if isinstance(idx, Tensor) else np.asarray(idx)
+        # the ids go where the weights are (a NumPy batch to the GPU), so a caller need not move them
+        idx = to_device(idx.data if isinstance(idx, Tensor) else idx, self.transformer.wte.weight.device)
         if idx.ndim != 2 or idx.dtype.kind not in "iu":
             raise ValueError(f"GPT: idx must be integers of shape (B, T), got {idx.dtype} {idx.shape}")
         B, T = idx.shape

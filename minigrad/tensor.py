@@ -151,7 +151,7 @@ class Tensor:
                 )
             grad = xp.ones_like(self.data)
         else:
-            grad = _as_array(grad, self.data.dtype)
+            grad = to_device(_as_array(grad, self.data.dtype), self.device)  # a NumPy grad moves to the GPU
             if grad.shape != self.data.shape:
                 raise ValueError(f"backward(): grad has shape {grad.shape}, the output has {self.shape}")
 

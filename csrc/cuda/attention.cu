@@ -1,0 +1,138 @@
+// Causal self-attention over (BH, T, hs) heads, probabilities materialised as (BH, T, T) like the
+// reference. One block per row (head h, query i) forward; backward in two passes without atomics:
+// per query row (dS and dq), then per key row (dk and dv), so the result is deterministic.
+#include "cuda/common.cuh"
+
+namespace minigrad::cuda {
+
+constexpr int kThreads = 128;
+
+// probs[h, i, :] = softmax(q_i k_j / sqrt(hs) over the keys j the query sees), zero beyond them;
+// out[h, i, :] = sum_j probs[h, i, j] v_j. Thread t owns the keys j = t, t + 128, ... of the row.
+template <class T>
+__global__ void attention_forward_kernel(T* out, T* probs, const T* q, const T* k, const T* v, int64_t T_,
+                                         int64_t hs, bool is_causal, T scale) {
+    __shared__ T red[32];
+    const int64_t row = blockIdx.x;  // h * T + i
+    const int64_t h = row / T_, i = row % T_;
+    const T* qi = q + row * hs;       // (hs,)
+    const T* kh = k + h * T_ * hs;    // (T, hs)
+    const T* vh = v + h * T_ * hs;    // (T, hs)
+    T* p = probs + row * T_;          // (T,): scores, then probabilities
+    const int64_t len = is_causal ? i + 1 : T_;  // keys this query sees
+    T m = neg_inf<T>();
+    for (int64_t j = threadIdx.x; j < len; j += blockDim.x) {
+        T s = 0;
+        for (int64_t d = 0; d < hs; ++d) s += qi[d] * kh[j * hs + d];
+        p[j] = s * scale;
+        m = dmax(m, p[j]);
+    }
+    // NOTE: subtract the row max before exp, or exp overflows for large scores.
+    m = block_max(m, red);
+    T sum = 0;
+    for (int64_t j = threadIdx.x; j < len; j += blockDim.x) {
+        p[j] = dexp(p[j] - m);
+        sum += p[j];
+    }
+    const T inv = T(1) / block_sum(sum, red);
+    for (int64_t j = threadIdx.x; j < T_; j += blockDim.x) p[j] = j < len ? p[j] * inv : T(0);  // the masked future
+    __syncthreads();  // every p[j] of the row written before any thread reads them all
+    for (int64_t d = threadIdx.x; d < hs; d += blockDim.x) {
+        T o = 0;
+        for (int64_t j = 0; j < len; ++j) o += p[j] * vh[j * hs + d];
+        out[row * hs + d] = o;
+    }
+}
+
+// Pass 1, a block per query row i: dP_ij = dout_i . v_j, dS_ij = P_ij (dP_ij - sum_j dP_ij P_ij),
+// dq_i = sum_j dS_ij k_j / sqrt(hs). Keys with P_ij = 0 (the masked future) give dS_ij = 0 exactly.
+template <class T>
+__global__ void attention_dq_kernel(T* dq, T* dscores, const T* dout, const T* k, const T* v, const T* probs,
+                                    int64_t T_, int64_t hs, T scale) {
+    __shared__ T red[32];
+    __shared__ int len;  // 1 + the last key with a nonzero probability
+    const int64_t row = blockIdx.x;
+    const int64_t h = row / T_;
+    const T* doi = dout + row * hs;  // (hs,)
+    const T* kh = k + h * T_ * hs;
+    const T* vh = v + h * T_ * hs;
+    const T* p = probs + row * T_;   // (T,)
+    T* ds = dscores + row * T_;      // (T,): dP, then dS
+    if (threadIdx.x == 0) len = 0;
+    __syncthreads();
+    T dot = 0;
+    for (int64_t j = threadIdx.x; j < T_; j += blockDim.x) {
+        T dp = 0;
+        if (p[j] != T(0)) {
+            for (int64_t d = 0; d < hs; ++d) dp += doi[d] * vh[j * hs + d];
+            atomicMax(&len, static_cast<int>(j + 1));
+        }
+        ds[j] = dp;
+        dot += dp * p[j];
+    }
+    dot = block_sum(dot, red);  // also a barrier: len is final after it
+    for (int64_t j = threadIdx.x; j < T_; j += blockDim.x) ds[j] = p[j] * (ds[j] - dot);
+    __syncthreads();
+    for (int64_t d = threadIdx.x; d < hs; d += blockDim.x) {
+        T acc = 0;
+        for (int64_t j = 0; j < len; ++j) acc += ds[j] * kh[j * hs + d];
+        dq[row * hs + d] = acc * scale;
+    }
+}
+
+// Pass 2, a block per key row j: dk_j = sum_i dS_ij q_i / sqrt(hs), dv_j = sum_i P_ij dout_i.
+template <class T>
+__global__ void attention_dkv_kernel(T* dk, T* dv, const T* dscores, const T* dout, const T* q, const T* probs,
+                                     int64_t T_, int64_t hs, T scale) {
+    const int64_t row = blockIdx.x;  // h * T + j
+    const int64_t h = row / T_, j = row % T_;
+    const T* qh = q + h * T_ * hs;   // (T, hs)
+    const T* doh = dout + h * T_ * hs;
+    const T* ph = probs + h * T_ * T_;  // (T, T)
+    const T* dsh = dscores + h * T_ * T_;
+    for (int64_t d = threadIdx.x; d < hs; d += blockDim.x) {
+        T acc_k = 0, acc_v = 0;
+        for (int64_t i = 0; i < T_; ++i) {
+            const T pij = ph[i * T_ + j];
+            if (pij == T(0)) continue;  // a query that does not see this key
+            acc_k += dsh[i * T_ + j] * qh[i * hs + d];
+            acc_v += pij * doh[i * hs + d];
+        }
+        dk[row * hs + d] = acc_k * scale;
+        dv[row * hs + d] = acc_v;
+    }
+}
+
+template <class T>
+int attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, int64_t BH, int64_t T_, int64_t hs,
+                      bool is_causal, Stream stream) {
+    if (BH * T_ == 0) return 0;
+    const T scale = T(1) / sqrt(T(hs));
+    attention_forward_kernel<<<static_cast<unsigned>(BH * T_), kThreads, 0, as_stream(stream)>>>(
+        out, probs, q, k, v, T_, hs, is_causal, scale);
+    return static_cast<int>(cudaGetLastError());
+}
+
+template <class T>
+int attention_backward(T* dq, T* dk, T* dv, T* dscores, const T* dout, const T* q, const T* k, const T* v,
+                       const T* probs, int64_t BH, int64_t T_, int64_t hs, Stream stream) {
+    if (BH * T_ == 0) return 0;
+    const T scale = T(1) / sqrt(T(hs));
+    const auto rows = static_cast<unsigned>(BH * T_);
+    const int dkv_threads = static_cast<int>(hs >= 128 ? 128 : (hs + 31) / 32 * 32);  // one thread per channel
+    attention_dq_kernel<<<rows, kThreads, 0, as_stream(stream)>>>(dq, dscores, dout, k, v, probs, T_, hs, scale);
+    attention_dkv_kernel<<<rows, dkv_threads, 0, as_stream(stream)>>>(dk, dv, dscores, dout, q, probs, T_, hs, scale);
+    return static_cast<int>(cudaGetLastError());
+}
+
+template int attention_forward<float>(float*, float*, const float*, const float*, const float*, int64_t, int64_t,
+                                      int64_t, bool, Stream);
+template int attention_forward<double>(double*, double*, const double*, const double*, const double*, int64_t,
+                                       int64_t, int64_t, bool, Stream);
+template int attention_backward<float>(float*, float*, float*, float*, const float*, const float*, const float*,
+                                       const float*, const float*, int64_t, int64_t, int64_t, Stream);
+template int attention_backward<double>(double*, double*, double*, double*, const double*, const double*,
+                                        const double*, const double*, const double*, int64_t, int64_t, int64_t,
+                                        Stream);
+
+}  // namespace minigrad::cuda
