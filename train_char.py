@@ -19,9 +19,8 @@ import signal
 import sys
 import time
 
+import minigrad as mg  # before NumPy: minigrad sets OpenBLAS's thread spin time (see minigrad/__init__.py)
 import numpy as np
-
-import minigrad as mg
 from minigrad import distributed
 from minigrad.checkpoint import load_checkpoint, save_checkpoint
 from minigrad.data import CharTokenizer, download_tiny_shakespeare, get_batch, read_corpus, train_val_split

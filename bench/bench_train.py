@@ -48,9 +48,8 @@ def peak_rss_mib():
 
 
 def worker_minigrad(cfg, steps, warmup):
+    import minigrad as mg  # before NumPy, as train_char.py: it sets OpenBLAS's thread spin time
     import numpy as np
-
-    import minigrad as mg
     from minigrad.data import get_batch
     from minigrad.optim import AdamW, clip_grad_norm_
 

@@ -176,6 +176,7 @@ def backend_info():
         "extension_built": _C is not None,
         "extension_reason": _C_REASON,
         "num_threads": _C.get_num_threads() if _C is not None else 1,
+        "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT", "unset (OpenBLAS's own: 28)"),
         "cupy_installed": importlib.util.find_spec("cupy") is not None,
         "cuda_built": _C_CUDA is not None,
         "cuda_built_reason": _C_CUDA_REASON,
