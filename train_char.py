@@ -290,6 +290,7 @@ def run(args, world):
                          f"{world.world_size}: resume with as many ranks, or use a new --out-dir")
     config = resolve_config(given, saved[1]["config"] if saved else None)
     device = config["device"]
+    mg.backend.retain_freed_memory()  # each step reuses the last step's activation buffers: no page faults
     if device == "cuda" and mg.backend_info().get("cuda_available") is not True:
         raise UsageError("--device cuda needs CuPy and an NVIDIA GPU; install the [cuda] extra or use --device cpu")
 

@@ -54,6 +54,7 @@ def worker_minigrad(cfg, steps, warmup):
     from minigrad.optim import AdamW, clip_grad_norm_
 
     L, H, C, T, B = cfg
+    mg.backend.retain_freed_memory()  # as train_char.py does
     rng = np.random.default_rng(0)
     data = rng.integers(0, VOCAB, 100_000)
     model = mg.GPT(mg.GPTConfig(VOCAB, T, L, H, C), seed=0)

@@ -15,6 +15,7 @@
 #include "cpu/crossentropy.h"
 #include "cpu/gelu.h"
 #include "cpu/layernorm.h"
+#include "cpu/memory.h"
 #include "cpu/threads.h"
 
 namespace py = pybind11;
@@ -393,6 +394,8 @@ PYBIND11_MODULE(_C, m) {
         },
         py::arg("n"), "Set the number of threads the CPU kernels use.");
 
+    m.def("retain_freed_memory", &minigrad::retain_freed_memory,
+          "malloc keeps freed large blocks for reuse instead of returning them to the OS; False where unsupported");
     m.def("layernorm_forward", &layernorm_forward, py::arg("x"), py::arg("weight"), py::arg("bias").none(true),
           py::arg("eps"), "x (..., C), weight, bias (C,) or None -> (out (..., C), mean (...), rstd (...))");
     m.def("layernorm_backward", &layernorm_backward, py::arg("dout"), py::arg("x"), py::arg("weight"),

@@ -199,6 +199,16 @@ def backend_info():
     return info
 
 
+def retain_freed_memory():
+    """Ask malloc to keep freed large blocks for reuse (glibc); True when it took the setting.
+
+    Each training step frees and reallocates the same activations; by default glibc returns every
+    block of 128 KiB or more to the OS and pays page faults for it again next step. train_char.py
+    calls this once at start; a library import never changes the process's allocator by itself.
+    """
+    return bool(_C is not None and _C.retain_freed_memory())
+
+
 def set_num_threads(n):
     """Threads for the C++ kernels (BLAS keeps its own setting: OMP_NUM_THREADS / OPENBLAS_NUM_THREADS)."""
     if _C is None:
