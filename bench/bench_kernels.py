@@ -49,7 +49,7 @@ def cases(dtype, rng):
     _, mean, rstd = ref.layernorm_forward(x, w, b, 1e-5)
     h, dh = randn(B, T, 4 * C), randn(B, T, 4 * C)
     q, k, v, dy = randn(B, NH, T, hs), randn(B, NH, T, hs), randn(B, NH, T, hs), randn(B, NH, T, hs)
-    _, probs = ref.attention_forward(q, k, v, True)
+    saved = {ref: ref.attention_forward(q, k, v, True)[1], backend._C: backend._C.attention_forward(q, k, v, True)[1]}
     logits, targets = randn(N, V), rng.integers(0, V, N)
     _, cprobs = ref.crossentropy_forward(logits, targets)
     shapes = seed_gpt_param_shapes()
@@ -65,7 +65,7 @@ def cases(dtype, rng):
         both(f"gelu_forward        ({B},{T},{4 * C})", lambda m: m.gelu_forward(h)),
         both(f"gelu_backward       ({B},{T},{4 * C})", lambda m: m.gelu_backward(dh, h)),
         both(f"attention_forward   ({B},{NH},{T},{hs}) causal", lambda m: m.attention_forward(q, k, v, True)),
-        both(f"attention_backward  ({B},{NH},{T},{hs}) causal", lambda m: m.attention_backward(dy, q, k, v, probs)),
+        both(f"attention_backward  ({B},{NH},{T},{hs}) causal", lambda m: m.attention_backward(dy, q, k, v, saved[m], True)),
         both(f"crossentropy_forward  ({N},{V})", lambda m: m.crossentropy_forward(logits, targets)),
         both(f"crossentropy_backward ({N},{V})", lambda m: m.crossentropy_backward(1.0, cprobs, targets)),
         both(f"adamw_update  {sum(int(np.prod(s)) for s in shapes)} params",

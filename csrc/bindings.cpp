@@ -235,31 +235,31 @@ py::tuple attention_forward(const py::object& q_obj, const py::object& k_obj, co
         check_same_dtype(*a, q, fn, name, "q");
         check_shape(*a, qs, fn, name);
     }
-    Shape ps = qs;
-    ps.back() = T_;  // (..., T, T)
+    Shape ss = qs;
+    ss.back() = 2;  // (..., T, 2)
     return dispatch(d, [&, BH = BH, T_ = T_, hs = hs](auto zero) {
         using T = decltype(zero);
-        py::array o = empty<T>(qs), probs = empty<T>(ps);
+        py::array o = empty<T>(qs), stats = empty<T>(ss);
         {
             py::gil_scoped_release release;
-            minigrad::attention_forward(out<T>(o), out<T>(probs), in<T>(q), in<T>(k), in<T>(v), BH, T_, hs,
+            minigrad::attention_forward(out<T>(o), out<T>(stats), in<T>(q), in<T>(k), in<T>(v), BH, T_, hs,
                                         is_causal);
         }
-        return py::make_tuple(o, probs);
+        return py::make_tuple(o, stats);
     });
 }
 
 py::tuple attention_backward(const py::object& dout_obj, const py::object& q_obj, const py::object& k_obj,
-                             const py::object& v_obj, const py::object& probs_obj) {
+                             const py::object& v_obj, const py::object& stats_obj, bool is_causal) {
     const char* fn = "attention_backward";
     py::array q = as_array(q_obj, fn, "q"), k = as_array(k_obj, fn, "k"), v = as_array(v_obj, fn, "v");
-    py::array dout = as_array(dout_obj, fn, "dout"), probs = as_array(probs_obj, fn, "probs");
+    py::array dout = as_array(dout_obj, fn, "dout"), stats = as_array(stats_obj, fn, "stats");
     const Dtype d = float_dtype(q, fn, "q");
     const auto [BH, T_, hs] = attention_dims(q, fn);
     const Shape qs = shape_of(q);
-    Shape ps = qs;
-    ps.back() = T_;
-    for (auto [a, name, shape] : {std::tuple{&dout, "dout", qs}, {&k, "k", qs}, {&v, "v", qs}, {&probs, "probs", ps}}) {
+    Shape ss = qs;
+    ss.back() = 2;  // (..., T, 2)
+    for (auto [a, name, shape] : {std::tuple{&dout, "dout", qs}, {&k, "k", qs}, {&v, "v", qs}, {&stats, "stats", ss}}) {
         check_same_dtype(*a, q, fn, name, "q");
         check_shape(*a, shape, fn, name);
     }
@@ -269,7 +269,7 @@ py::tuple attention_backward(const py::object& dout_obj, const py::object& q_obj
         {
             py::gil_scoped_release release;
             minigrad::attention_backward(out<T>(dq), out<T>(dk), out<T>(dv), in<T>(dout), in<T>(q), in<T>(k),
-                                         in<T>(v), in<T>(probs), BH, T_, hs);
+                                         in<T>(v), in<T>(stats), BH, T_, hs, is_causal);
         }
         return py::make_tuple(dq, dk, dv);
     });
@@ -403,9 +403,10 @@ PYBIND11_MODULE(_C, m) {
     m.def("gelu_forward", &gelu_forward, py::arg("x"), "tanh-GELU of x, any shape");
     m.def("gelu_backward", &gelu_backward, py::arg("dout"), py::arg("x"), "-> dx, the shape of x");
     m.def("attention_forward", &attention_forward, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("is_causal"),
-          "q, k, v (B, NH, T, hs) -> (out (B, NH, T, hs), probs (B, NH, T, T))");
+          "q, k, v (B, NH, T, hs) -> (out (B, NH, T, hs), stats (B, NH, T, 2): each score row's max and 1/sum of exp)");
     m.def("attention_backward", &attention_backward, py::arg("dout"), py::arg("q"), py::arg("k"), py::arg("v"),
-          py::arg("probs"), "-> (dq, dk, dv), each (B, NH, T, hs)");
+          py::arg("stats"), py::arg("is_causal") = true,
+          "-> (dq, dk, dv), each (B, NH, T, hs); stats and is_causal as returned by and given to the forward");
     m.def("crossentropy_forward", &crossentropy_forward, py::arg("logits"), py::arg("targets"),
           "logits (N, V), targets int64 (N,) in [0, V) -> (mean loss as a 0-d array, probs (N, V))");
     m.def("crossentropy_backward", &crossentropy_backward, py::arg("dloss"), py::arg("probs"), py::arg("targets"),

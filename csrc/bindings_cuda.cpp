@@ -301,7 +301,8 @@ py::tuple attention_forward(const py::object& q_obj, const py::object& k_obj, co
 }
 
 py::tuple attention_backward(const py::object& dout_obj, const py::object& q_obj, const py::object& k_obj,
-                             const py::object& v_obj, const py::object& probs_obj) {
+                             const py::object& v_obj, const py::object& probs_obj, bool /*is_causal*/) {
+    // is_causal: accepted for the common signature (the C++ kernel needs it); the zeros of probs carry the mask
     const char* fn = "attention_backward";
     const DeviceArray q = as_device_array(q_obj, fn, "q"), k = as_device_array(k_obj, fn, "k"),
                       v = as_device_array(v_obj, fn, "v");
@@ -467,7 +468,7 @@ PYBIND11_MODULE(_C_cuda, m) {
     m.def("attention_forward", &attention_forward, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("is_causal"),
           "q, k, v (B, NH, T, hs) -> (out (B, NH, T, hs), probs (B, NH, T, T))");
     m.def("attention_backward", &attention_backward, py::arg("dout"), py::arg("q"), py::arg("k"), py::arg("v"),
-          py::arg("probs"), "-> (dq, dk, dv), each (B, NH, T, hs)");
+          py::arg("probs"), py::arg("is_causal") = true, "-> (dq, dk, dv), each (B, NH, T, hs)");
     m.def("crossentropy_forward", &crossentropy_forward, py::arg("logits"), py::arg("targets"),
           "logits (N, V), targets int64 (N,) -> (mean loss as a 0-d array, probs (N, V)); a target outside "
           "[0, V) gives a NaN loss");

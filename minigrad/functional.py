@@ -146,11 +146,15 @@ class ScaledDotProductAttention(Function):
             raise ValueError(f"attention: q, k, v must share one shape (..., T, hs), got {q.shape}, {k.shape}, {v.shape}")
         self.kernels = kernels_for(q)
         self.q, self.k, self.v = (_contiguous(a) for a in (q, k, v))
-        out, self.probs = self.kernels.attention_forward(self.q, self.k, self.v, is_causal)
+        self.is_causal = is_causal
+        # saved: what this implementation's backward needs besides q, k, v: the probabilities (B, NH, T, T)
+        # for the reference and CUDA; for the C++ kernels only each score row's max and 1/sum (B, NH, T, 2),
+        # from which it rebuilds the probabilities row by row (T times less memory)
+        out, self.saved = self.kernels.attention_forward(self.q, self.k, self.v, is_causal)
         return out
 
     def backward(self, dout):
-        return self.kernels.attention_backward(_contiguous(dout), self.q, self.k, self.v, self.probs)
+        return self.kernels.attention_backward(_contiguous(dout), self.q, self.k, self.v, self.saved, self.is_causal)
 
 
 def scaled_dot_product_attention(q, k, v, is_causal=True):

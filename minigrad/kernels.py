@@ -88,11 +88,13 @@ def attention_forward(q, k, v, is_causal):
     return probs @ v, probs
 
 
-def attention_backward(dout, q, k, v, probs):
+def attention_backward(dout, q, k, v, probs, is_causal=True):
     """With P = probs and S the scaled scores: dv = P^T dout, dP = dout v^T,
     dS = P * (dP - rowsum(dP * P)), dq = dS k / sqrt(hs), dk = dS^T q / sqrt(hs).
 
-    dout, q, k, v (B, NH, T, hs), probs (B, NH, T, T) -> dq, dk, dv (B, NH, T, hs)
+    dout, q, k, v (B, NH, T, hs), probs (B, NH, T, T) -> dq, dk, dv (B, NH, T, hs).
+    is_causal is not needed here (the zeros of probs carry the mask); the C++ kernel, which keeps
+    only each row's log-sum-exp instead of probs, needs it.
     """
     scale = 1.0 / math.sqrt(q.shape[-1])
     dv = probs.swapaxes(-1, -2) @ dout

@@ -92,13 +92,46 @@ ATTN_DTYPE_SCALES = [(np.float64, 1.0), (np.float64, 30.0), (np.float32, 1.0)]
 @pytest.mark.parametrize("shape", ATTN_SHAPES)
 @pytest.mark.parametrize("is_causal", [True, False])
 def test_attention(shape, dtype, is_causal, scale):
+    """The C++ kernel keeps each score row's max and 1/sum of exp where the reference keeps the
+    probabilities: out, those row statistics and the three gradients are compared."""
     rng = np.random.default_rng(2)
     q, k, v, dout = (randn(rng, shape, dtype, s) for s in (scale, scale, 1.0, 1.0))
-    out, probs = C_.attention_forward(q, k, v, is_causal)
-    close((out, probs), ref.attention_forward(q, k, v, is_causal), dtype)
-    if is_causal:  # the future is exactly zero, not merely small
-        assert not np.triu(probs, k=1).any()
-    close(C_.attention_backward(dout, q, k, v, probs), ref.attention_backward(dout, q, k, v, probs), dtype)
+    out, stats = C_.attention_forward(q, k, v, is_causal)
+    ref_out, ref_probs = ref.attention_forward(q, k, v, is_causal)
+    close((out, stats), (ref_out, reference_row_stats(q, k, is_causal)), dtype)
+    close(C_.attention_backward(dout, q, k, v, stats, is_causal), ref.attention_backward(dout, q, k, v, ref_probs),
+          dtype)
+
+
+def reference_row_stats(q, k, is_causal):
+    """(max_j S[i, j], 1 / sum_j exp(S[i, j] - max)) of each row of the scaled, masked scores: (..., T, 2)."""
+    scores = (q @ np.swapaxes(k, -1, -2)) * (1.0 / np.sqrt(q.shape[-1]))
+    T = q.shape[-2]
+    if is_causal:
+        scores[..., np.triu(np.ones((T, T), dtype=bool), k=1)] = -np.inf
+    m = scores.max(axis=-1, keepdims=True) if T else np.zeros((*q.shape[:-1], 1), q.dtype)
+    inv = 1.0 / np.exp(scores - m).sum(axis=-1, keepdims=True)
+    return np.concatenate([m, inv], axis=-1).astype(q.dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_causal_attention_gives_the_future_exactly_zero_weight(dtype):
+    """Changing the keys and values after position t leaves every output up to t bit for bit unchanged,
+    and the gradients of those keys and values from the outputs up to t are exactly zero."""
+    rng = np.random.default_rng(9)
+    q, k, v = (randn(rng, (2, 3, 12, 4), dtype) for _ in range(3))
+    t = 5
+    out, stats = C_.attention_forward(q, k, v, True)
+    k2, v2 = k.copy(), v.copy()
+    k2[..., t + 1:, :] += 100.0
+    v2[..., t + 1:, :] -= 7.0
+    out2, stats2 = C_.attention_forward(q, k2, v2, True)
+    np.testing.assert_array_equal(out2[..., :t + 1, :], out[..., :t + 1, :])
+    np.testing.assert_array_equal(stats2[..., :t + 1, :], stats[..., :t + 1, :])
+    dout = np.zeros_like(q)
+    dout[..., :t + 1, :] = randn(rng, (2, 3, t + 1, 4), dtype)
+    _, dk, dv = C_.attention_backward(dout, q, k, v, stats, True)
+    assert not dk[..., t + 1:, :].any() and not dv[..., t + 1:, :].any()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -145,9 +178,10 @@ def test_empty_inputs(dtype):
     close(C_.layernorm_backward(x, x, w, mean, rstd), ref.layernorm_backward(x, x, w, mean, rstd), dtype)
     close(C_.gelu_forward(np.zeros(0, dtype)), ref.gelu_forward(np.zeros(0, dtype)), dtype)
     q = np.zeros((0, 2, 3, 4), dtype)
-    out, probs = C_.attention_forward(q, q, q, True)
-    close((out, probs), ref.attention_forward(q, q, q, True), dtype)
-    close(C_.attention_backward(q, q, q, q, probs), ref.attention_backward(q, q, q, q, probs), dtype)
+    out, stats = C_.attention_forward(q, q, q, True)
+    ref_out, ref_probs = ref.attention_forward(q, q, q, True)
+    close((out, stats), (ref_out, np.zeros((0, 2, 3, 2), dtype)), dtype)
+    close(C_.attention_backward(q, q, q, q, stats, True), ref.attention_backward(q, q, q, q, ref_probs), dtype)
 
 
 def test_the_thread_count_does_not_change_the_answer():
@@ -161,8 +195,8 @@ def test_the_thread_count_does_not_change_the_answer():
 
     def run_all():
         _, mean, rstd = C_.layernorm_forward(x, w, None, 1e-5)
-        out, probs = C_.attention_forward(q, k, v, True)
-        return (*C_.layernorm_backward(dout, x, w, mean, rstd), out, *C_.attention_backward(q, q, k, v, probs),
+        out, stats = C_.attention_forward(q, k, v, True)
+        return (*C_.layernorm_backward(dout, x, w, mean, rstd), out, stats, *C_.attention_backward(q, q, k, v, stats),
                 *C_.crossentropy_forward(logits, targets), C_.gelu_forward(h))
 
     before = C_.get_num_threads()
@@ -198,7 +232,7 @@ def _bad_calls():
     x, w = z((4, 8)), z(8)
     mean = rstd = z(4)
     q = z((2, 2, 5, 3))
-    probs = z((2, 2, 5, 5))
+    stats = z((2, 2, 5, 2))
     logits, t = z((4, 6)), np.zeros(4, np.int64)
     ps = [z((3, 2))]
     cases = [
@@ -224,8 +258,8 @@ def _bad_calls():
         (lambda: C_.attention_forward(z(5), z(5), z(5), True), ValueError, "q must be (B, NH, T, hs)"),
         (lambda: C_.attention_forward(z((2, 5, 0)), z((2, 5, 0)), z((2, 5, 0)), True), ValueError, "head size 0"),
         (lambda: C_.attention_forward(q, np.swapaxes(z((2, 2, 3, 5)), -1, -2), q, True), ValueError, "k must be C-contiguous"),
-        (lambda: C_.attention_backward(q, q, q, q, z((2, 2, 5, 4))), ValueError, "probs has shape (2, 2, 5, 4), expected (2, 2, 5, 5)"),
-        (lambda: C_.attention_backward(q.astype(f32), q, q, q, probs), TypeError, "dout has dtype float32"),
+        (lambda: C_.attention_backward(q, q, q, q, z((2, 2, 5)), True), ValueError, "stats has shape (2, 2, 5), expected (2, 2, 5, 2)"),
+        (lambda: C_.attention_backward(q.astype(f32), q, q, q, stats, True), TypeError, "dout has dtype float32"),
         (lambda: C_.crossentropy_forward(logits, np.array([0, 1, 6, 2])), ValueError, "targets[2] = 6 is outside [0, 6)"),
         (lambda: C_.crossentropy_forward(logits, np.array([0, -1, 1, 2])), ValueError, "targets[1] = -1 is outside [0, 6)"),
         (lambda: C_.crossentropy_forward(logits, t.astype(np.int32)), TypeError, "targets must be int64, got int32"),
@@ -270,12 +304,12 @@ def test_inputs_are_left_untouched_and_outputs_are_fresh():
     q, k, v = (randn(rng, (1, 2, 5, 8), np.float64) for _ in range(3))
     logits, targets = randn(rng, (4, 8), np.float64), rng.integers(0, 8, 4)
     _, mean, rstd = C_.layernorm_forward(x, w, b, 1e-5)
-    _, probs = C_.attention_forward(q, k, v, True)
+    _, stats = C_.attention_forward(q, k, v, True)
     _, cprobs = C_.crossentropy_forward(logits, targets)
     calls = [
         (C_.gelu_forward, (x,)), (C_.gelu_backward, (q, k)), (C_.layernorm_forward, (x, w, b, 1e-5)),
         (C_.layernorm_backward, (logits, x, w, mean, rstd)), (C_.attention_forward, (q, k, v, True)),
-        (C_.attention_backward, (v, q, k, v, probs)),
+        (C_.attention_backward, (v, q, k, v, stats, True)),
         (C_.crossentropy_forward, (logits, targets)), (C_.crossentropy_backward, (0.5, cprobs, targets)),
     ]
     for kernel, args in calls:

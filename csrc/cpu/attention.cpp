@@ -72,63 +72,69 @@ static inline T backward_row_pass(T* __restrict dkd, T* __restrict dvd, const T*
 }
 
 template <class T>
-static void forward_heads(T* out, T* probs, const T* q, const T* k, const T* v, int64_t begin, int64_t end,
+static void forward_heads(T* out, T* stats, const T* q, const T* k, const T* v, int64_t begin, int64_t end,
                           int64_t T_, int64_t hs, bool is_causal) {
     const int64_t Tp = round_up(T_, kBlock);
     const T scale = T(1) / std::sqrt(T(hs));
     std::vector<T> kT(static_cast<size_t>(hs * Tp), T(0)), vT(kT.size(), T(0));  // (hs, Tp) each
-    std::vector<T> s(static_cast<size_t>(Tp)), qs(static_cast<size_t>(hs));   // a row of scores; q[i, :] * scale
+    std::vector<T> p(static_cast<size_t>(Tp)), qs(static_cast<size_t>(hs));   // a row of scores; q[i, :] * scale
     for (int64_t h = begin; h < end; ++h) {
         const int64_t off = h * T_ * hs;  // this head's (T, hs) blocks
-        T* __restrict ph = probs + h * T_ * T_;  // (T, T)
         transpose(kT.data(), k + off, T_, hs, Tp);
         transpose(vT.data(), v + off, T_, hs, Tp);
         for (int64_t i = 0; i < T_; ++i) {
             const int64_t len = is_causal ? i + 1 : T_;  // the keys this query sees
             for (int64_t d = 0; d < hs; ++d) qs[d] = q[off + i * hs + d] * scale;
-            row_times_transposed(s.data(), qs.data(), kT.data(), hs, Tp, len);
+            T* __restrict pr = p.data();
+            row_times_transposed(pr, qs.data(), kT.data(), hs, Tp, len);  // the scores S[i, :]
             // NOTE: subtract the row max before exp, or exp overflows for large scores.
-            const T m = lane_max(s.data(), len);
-            T* __restrict p = ph + i * T_;  // (T,)
-            for (int64_t j = 0; j < len; ++j) p[j] = vexp(s[j] - m);
-            const T inv = T(1) / lane_sum<T>(len, [p](int64_t j) { return p[j]; });
-            for (int64_t j = 0; j < len; ++j) p[j] *= inv;
-            for (int64_t j = len; j < T_; ++j) p[j] = T(0);  // the masked future
+            const T m = lane_max(pr, len);
+            for (int64_t j = 0; j < len; ++j) pr[j] = vexp(pr[j] - m);
+            const T inv = T(1) / lane_sum<T>(len, [pr](int64_t j) { return pr[j]; });
+            for (int64_t j = 0; j < len; ++j) pr[j] *= inv;
+            // all the backward keeps of this row: with them it rebuilds P[i, :] bit for bit
+            stats[(h * T_ + i) * 2] = m;
+            stats[(h * T_ + i) * 2 + 1] = inv;
             for (int64_t d = 0; d < hs; ++d) {
                 const T* __restrict vd = vT.data() + d * Tp;
-                out[off + i * hs + d] = lane_sum<T>(len, [p, vd](int64_t j) { return p[j] * vd[j]; });
+                out[off + i * hs + d] = lane_sum<T>(len, [pr, vd](int64_t j) { return pr[j] * vd[j]; });
             }
         }
     }
 }
 
 template <class T>
-static void backward_heads(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* probs,
-                           int64_t begin, int64_t end, int64_t T_, int64_t hs) {
+static void backward_heads(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* stats,
+                           int64_t begin, int64_t end, int64_t T_, int64_t hs, bool is_causal) {
     const int64_t Tp = round_up(T_, kBlock);
     const T scale = T(1) / std::sqrt(T(hs));
     std::vector<T> kT(static_cast<size_t>(hs * Tp), T(0)), vT(kT.size(), T(0));  // (hs, Tp) each
     std::vector<T> dkT(kT.size()), dvT(kT.size());                                // (hs, Tp) each
-    std::vector<T> ds(static_cast<size_t>(Tp));                                   // a row: dP, then dS
+    std::vector<T> p(static_cast<size_t>(Tp)), ds(p.size());                      // a row: P; dP, then dS
+    std::vector<T> qs(static_cast<size_t>(hs));                                   // q[i, :] * scale
     for (int64_t h = begin; h < end; ++h) {
         const int64_t off = h * T_ * hs;
-        const T* __restrict ph = probs + h * T_ * T_;  // (T, T)
         transpose(kT.data(), k + off, T_, hs, Tp);
         transpose(vT.data(), v + off, T_, hs, Tp);
         for (size_t x = 0; x < dkT.size(); ++x) dkT[x] = dvT[x] = T(0);
         for (int64_t i = 0; i < T_; ++i) {
-            const T* __restrict p = ph + i * T_;
             const T* __restrict doi = dout + off + i * hs;  // (hs,)
             const T* __restrict qi = q + off + i * hs;
-            int64_t len = T_;  // up to the row's last nonzero probability
-            while (len > 0 && p[len - 1] == T(0)) --len;
+            const int64_t len = is_causal ? i + 1 : T_;
+            // P[i, :] again, the forward's way, from the scores and the row's max and 1/sum: a second
+            // q k^T row costs less than writing and reading back the (T, T) matrix P (flash attention's trade)
+            for (int64_t d = 0; d < hs; ++d) qs[d] = qi[d] * scale;
+            T* __restrict pr = p.data();
+            row_times_transposed(pr, qs.data(), kT.data(), hs, Tp, len);
+            const T m = stats[(h * T_ + i) * 2], inv = stats[(h * T_ + i) * 2 + 1];
+            for (int64_t j = 0; j < len; ++j) pr[j] = vexp(pr[j] - m) * inv;
             row_times_transposed(ds.data(), doi, vT.data(), hs, Tp, len);  // dP[i, :]
             T* __restrict dsp = ds.data();
-            const T dot = lane_sum<T>(len, [p, dsp](int64_t j) { return dsp[j] * p[j]; });
-            for (int64_t j = 0; j < len; ++j) dsp[j] = p[j] * (dsp[j] - dot);  // dS[i, :]
+            const T dot = lane_sum<T>(len, [pr, dsp](int64_t j) { return dsp[j] * pr[j]; });
+            for (int64_t j = 0; j < len; ++j) dsp[j] = pr[j] * (dsp[j] - dot);  // dS[i, :]
             for (int64_t d = 0; d < hs; ++d)
                 dq[off + i * hs + d] = scale * backward_row_pass(dkT.data() + d * Tp, dvT.data() + d * Tp, dsp,
-                                                                 kT.data() + d * Tp, p, qi[d] * scale, doi[d], len);
+                                                                 kT.data() + d * Tp, pr, qs[d], doi[d], len);
         }
         transpose_back(dk + off, dkT.data(), hs, T_, Tp);
         transpose_back(dv + off, dvT.data(), hs, T_, Tp);
@@ -136,20 +142,20 @@ static void backward_heads(T* dq, T* dk, T* dv, const T* dout, const T* q, const
 }
 
 template <class T>
-void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, int64_t BH, int64_t T_, int64_t hs,
+void attention_forward(T* out, T* stats, const T* q, const T* k, const T* v, int64_t BH, int64_t T_, int64_t hs,
                        bool is_causal) {
     const double work_per_head = (is_causal ? 0.5 : 1.0) * double(T_) * double(T_) * (4.0 * double(hs) + 20.0);
     parallel_for(BH, num_chunks(BH, work_per_head), [=](int, int64_t begin, int64_t end) {
-        forward_heads(out, probs, q, k, v, begin, end, T_, hs, is_causal);
+        forward_heads(out, stats, q, k, v, begin, end, T_, hs, is_causal);
     });
 }
 
 template <class T>
-void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* probs,
-                        int64_t BH, int64_t T_, int64_t hs) {
-    const double work_per_head = double(T_) * double(T_) * (8.0 * double(hs) + 8.0);
+void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* stats,
+                        int64_t BH, int64_t T_, int64_t hs, bool is_causal) {
+    const double work_per_head = (is_causal ? 0.5 : 1.0) * double(T_) * double(T_) * (12.0 * double(hs) + 28.0);
     parallel_for(BH, num_chunks(BH, work_per_head), [=](int, int64_t begin, int64_t end) {
-        backward_heads(dq, dk, dv, dout, q, k, v, probs, begin, end, T_, hs);
+        backward_heads(dq, dk, dv, dout, q, k, v, stats, begin, end, T_, hs, is_causal);
     });
 }
 
@@ -158,8 +164,8 @@ template void attention_forward<float>(float*, float*, const float*, const float
 template void attention_forward<double>(double*, double*, const double*, const double*, const double*, int64_t,
                                         int64_t, int64_t, bool);
 template void attention_backward<float>(float*, float*, float*, const float*, const float*, const float*,
-                                        const float*, const float*, int64_t, int64_t, int64_t);
+                                        const float*, const float*, int64_t, int64_t, int64_t, bool);
 template void attention_backward<double>(double*, double*, double*, const double*, const double*, const double*,
-                                         const double*, const double*, int64_t, int64_t, int64_t);
+                                         const double*, const double*, int64_t, int64_t, int64_t, bool);
 
 }  // namespace minigrad
