@@ -25,7 +25,7 @@ from minigrad import distributed
 from minigrad.checkpoint import load_checkpoint, save_checkpoint
 from minigrad.data import CharTokenizer, download_tiny_shakespeare, get_batch, read_corpus, train_val_split
 from minigrad.data import write_atomically
-from minigrad.optim import AdamW, clip_grad_norm_, lr_at
+from minigrad.optim import clip_grad_norm_, lr_at
 
 DEFAULT_DATA = os.path.join("data", "tinyshakespeare.txt")
 
@@ -229,13 +229,6 @@ def print_samples(model, tokenizer, config, seed):
 # --- optimizer and one step ----------------------------------------------------------------------
 
 
-def configure_optimizer(model, lr, weight_decay):
-    """AdamW with weight decay on the 2-D weights only (not on biases and LayerNorm gains)."""
-    params = model.parameters()
-    return AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.99))
-
-
 def train_step(model, optimizer, x, y, grad_clip, device, world):
     """Forward, loss, zero_grad, backward, the mean gradient over MPI ranks, clipping (grad_clip 0: none).
     Returns (loss, grad_norm) averaged over the ranks, hence the same on every rank; the caller checks
@@ -328,7 +321,7 @@ def run(args, world):
             print(f"data-parallel over {world.world_size} MPI ranks: batch {config['batch_size']} per rank, "
                   f"{config['batch_size'] * world.world_size} sequences per step", flush=True)
 
-    optimizer = configure_optimizer(model, config["lr"], config["weight_decay"])
+    optimizer = model.configure_optimizer(config["lr"], config["weight_decay"])
     rng = world.rng(config["seed"])  # the training batches; under MPI a stream per rank
     start_iter = 0
     if saved:

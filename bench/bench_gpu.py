@@ -39,8 +39,7 @@ def minigrad_runner(cfg, device, backend):
     rng, data = np.random.default_rng(0), np.random.default_rng(1).integers(0, VOCAB, 100_000)
     model = mg.GPT(mg.GPTConfig(VOCAB, T, L, H, C), seed=0).to(device)
     params = model.parameters()
-    opt = mg.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.1},
-                          {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=1e-3)
+    opt = model.configure_optimizer(lr=1e-3, weight_decay=0.1)
 
     def step():
         mg.set_backend(backend)  # global: set before every step, as the runners alternate
@@ -65,9 +64,7 @@ def torch_runner(cfg):
     rng, data = np.random.default_rng(0), np.random.default_rng(1).integers(0, VOCAB, 100_000)
     model = TorchGPT.from_minigrad(mg.GPT(mg.GPTConfig(VOCAB, T, L, H, C), seed=0)).cuda()
     params = list(model.parameters())
-    opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
-                             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
-                            lr=1e-3, betas=(0.9, 0.99))
+    opt = model.configure_optimizer(lr=1e-3, weight_decay=0.1)
 
     def step():
         x, y = get_batch(data, B, T, rng)

@@ -51,7 +51,7 @@ def worker_minigrad(cfg, steps, warmup):
     import minigrad as mg  # before NumPy, as train_char.py: it sets OpenBLAS's thread spin time
     import numpy as np
     from minigrad.data import get_batch
-    from minigrad.optim import AdamW, clip_grad_norm_
+    from minigrad.optim import clip_grad_norm_
 
     L, H, C, T, B = cfg
     mg.backend.retain_freed_memory()  # as train_char.py does
@@ -59,8 +59,7 @@ def worker_minigrad(cfg, steps, warmup):
     data = rng.integers(0, VOCAB, 100_000)
     model = mg.GPT(mg.GPTConfig(VOCAB, T, L, H, C), seed=0)
     params = model.parameters()
-    opt = AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.1},
-                 {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.99))
+    opt = model.configure_optimizer(lr=1e-3, weight_decay=0.1)
 
     def step():
         x, y = get_batch(data, B, T, rng)
@@ -89,9 +88,7 @@ def worker_torch(cfg, steps, warmup, threads):
     data = rng.integers(0, VOCAB, 100_000)
     model = TorchGPT.from_minigrad(mg.GPT(mg.GPTConfig(VOCAB, T, L, H, C), seed=0))
     params = list(model.parameters())
-    opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
-                             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
-                            lr=1e-3, betas=(0.9, 0.99))
+    opt = model.configure_optimizer(lr=1e-3, weight_decay=0.1)
 
     def step():
         x, y = get_batch(data, B, T, rng)

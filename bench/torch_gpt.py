@@ -80,6 +80,13 @@ class TorchGPT(nn.Module):
         twin.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()})
         return twin
 
+    def configure_optimizer(self, lr, weight_decay, betas=(0.9, 0.99)):
+        """torch AdamW with the groups of minigrad's GPT.configure_optimizer: decay on 2-D weights only."""
+        params = list(self.parameters())
+        return torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+                                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
+                                 lr=lr, betas=betas)
+
     def forward(self, idx, targets=None):
         T = idx.shape[1]
         x = self.transformer.wte(idx) + self.transformer.wpe(torch.arange(T))

@@ -43,9 +43,7 @@ def main():
     config = mg.GPTConfig(tok.vocab_size, c["block_size"], c["n_layer"], c["n_head"], c["n_embd"])
     model = TorchGPT.from_minigrad(mg.GPT(config, seed=c["seed"]))
     params = list(model.parameters())
-    opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": c["weight_decay"]},
-                             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
-                            lr=c["lr"], betas=(0.9, 0.99), eps=1e-8)
+    opt = model.configure_optimizer(c["lr"], c["weight_decay"])  # eps 1e-8: torch's default, as minigrad's
     rng = np.random.default_rng(c["seed"])
 
     def evaluate(it):

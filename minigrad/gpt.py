@@ -8,6 +8,7 @@ import numpy as np
 from minigrad import functional as F
 from minigrad.backend import to_device
 from minigrad.nn import Block, Embedding, LayerNorm, Module
+from minigrad.optim import AdamW
 from minigrad.tensor import Tensor, no_grad
 
 
@@ -65,6 +66,12 @@ class GPT(Module):
     def num_parameters(self):
         """Every trainable number, the tied embedding counted once."""
         return sum(p.size for p in self.parameters())
+
+    def configure_optimizer(self, lr, weight_decay, betas=(0.9, 0.99)):
+        """AdamW with weight decay on the 2-D weights only (not on biases and LayerNorm gains), as nanoGPT."""
+        params = self.parameters()
+        return AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+                      {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=lr, betas=betas)
 
     def forward(self, idx, targets=None):
         # the ids go where the weights are (a NumPy batch to the GPU), so a caller need not move them

@@ -60,7 +60,7 @@ def run(args, world):
 
     model = mg.GPT(mg.GPTConfig(VOCAB, BLOCK, n_layer=1, n_head=2, n_embd=16), seed=world.rank)
     world.broadcast_params(model)  # the ranks built different weights: from here on, rank 0's
-    optimizer = train_char.configure_optimizer(model, lr=1e-2, weight_decay=0.1)
+    optimizer = model.configure_optimizer(lr=1e-2, weight_decay=0.1)
     data = np.random.default_rng(0).integers(0, VOCAB, size=2000)
     batches = np.random.default_rng(1)  # the same global batches on every rank
     losses, norms = [], []

@@ -326,8 +326,7 @@ def _train(device, dtype, steps=6):
     config = mg.GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)
     model = mg.GPT(config, seed=0).to(device, dtype=dtype)
     params = model.parameters()
-    opt = mg.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.1},
-                          {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=3e-3)
+    opt = model.configure_optimizer(lr=3e-3, weight_decay=0.1)
     rng = np.random.default_rng(12)
     losses, norms = [], []
     for _ in range(steps):

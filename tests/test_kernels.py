@@ -109,7 +109,7 @@ def reference_row_stats(q, k, is_causal):
     T = q.shape[-2]
     if is_causal:
         scores[..., np.triu(np.ones((T, T), dtype=bool), k=1)] = -np.inf
-    m = scores.max(axis=-1, keepdims=True) if T else np.zeros((*q.shape[:-1], 1), q.dtype)
+    m = scores.max(axis=-1, keepdims=True)
     inv = 1.0 / np.exp(scores - m).sum(axis=-1, keepdims=True)
     return np.concatenate([m, inv], axis=-1).astype(q.dtype)
 
