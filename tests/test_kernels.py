@@ -79,8 +79,9 @@ def test_gelu_far_from_zero(dtype):
         close(C_.gelu_backward(dout, x), ref.gelu_backward(dout, x), dtype)
 
 
-# (B, NH, T, hs): T = 1, one head, odd sizes, a 3-D (B, T, hs), and the seed model's head shape.
-ATTN_SHAPES = [(1, 1, 1, 1), (2, 1, 1, 4), (1, 1, 5, 3), (2, 3, 17, 5), (4, 9, 8), (3, 2, 64, 16)]
+# (B, NH, T, hs): T = 1, one head, odd sizes, a 3-D (B, T, hs), the seed model's head shape, and a head wider
+# than one SIMD vector (hs 40: several column blocks, padded).
+ATTN_SHAPES = [(1, 1, 1, 1), (2, 1, 1, 4), (1, 1, 5, 3), (2, 3, 17, 5), (4, 9, 8), (3, 2, 64, 16), (1, 2, 33, 40)]
 
 
 # scale 30: scores in the hundreds, where softmax must subtract the max. Float64 only: in float32 an

@@ -1,5 +1,6 @@
 #include "cpu/attention.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -8,136 +9,212 @@
 
 namespace minigrad {
 
-// Layout: each head works on k and v transposed into scratch buffers kT, vT (hs, Tp), so that
-// every inner loop runs over keys j, contiguous in memory, and vectorises the obvious way:
-// - a row of scores sum_d q[i,d] kT[d,j] is built kBlock keys at a time in registers;
-// - out[i,d] = sum_j P[i,j] vT[d,j] and dq[i,d] are 8-lane sums over j;
-// - dk and dv accumulate transposed, dkT[d,j] += q[i,d] dS[i,j], and are transposed back per head.
-// Tp, T rounded up to kBlock, lets a block read past the row end without leaving the buffer.
+// How the loops are laid out (the arithmetic is the textbook one, see attention.h). Every product
+// is a small matrix product written as W-lane vector FMAs (W = Simd<T>::width: 16 floats, 8 doubles):
+// - Queries go kRows at a time: each key or value vector loaded from memory serves kRows rows, and
+//   the kRows accumulators are independent chains that the CPU overlaps.
+// - Scores of a block, sum_d q[i, d] k[j, d], run over W consecutive keys j: k is transposed once
+//   per head into kT (hsp, Tp), and a row's q[i, d] multiplies the vector kT[d, j0:j0+W].
+// - Sums over keys, out[i, :] = sum_j P[i, j] v[j, :], and the transposed ones for dk and dv,
+//   run over W consecutive columns d of v (or k, q, dout) rows.
+// - hs is zero-padded to hsp (a multiple of W) and T to Tp in per-head copies, so every vector
+//   loop has whole vectors; the padding adds zeros to sums and is never copied out.
+// - Row i only ever weights keys j < len_i (i + 1 when causal): P and dS are zero past it, and
+//   the sums over keys stop there, so a change (even a NaN) in the future never reaches the past.
 
-constexpr int64_t kBlock = 16;
+constexpr int64_t kRows = 8;
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// (rows, cols) -> (cols, ld)
+// A head's (T, hs) block -> (T, hsp) rows times scale, zero-padded; rows T .. rows_p - 1 zero.
 template <class T>
-static void transpose(T* __restrict dst, const T* __restrict src, int64_t rows, int64_t cols, int64_t ld) {
-    for (int64_t r = 0; r < rows; ++r)
-        for (int64_t c = 0; c < cols; ++c) dst[c * ld + r] = src[r * cols + c];
+static void pad_rows(T* __restrict dst, const T* __restrict src, int64_t T_, int64_t rows_p, int64_t hs,
+                     int64_t hsp, T scale) {
+    std::fill(dst, dst + rows_p * hsp, T(0));
+    for (int64_t r = 0; r < T_; ++r)
+        for (int64_t d = 0; d < hs; ++d) dst[r * hsp + d] = src[r * hs + d] * scale;
 }
 
-// (rows, ld), of which the first cols columns -> (cols, rows)
+// A head's (T, hs) block -> (hsp, Tp) transposed, zero-padded.
 template <class T>
-static void transpose_back(T* __restrict dst, const T* __restrict src, int64_t rows, int64_t cols, int64_t ld) {
-    for (int64_t c = 0; c < cols; ++c)
-        for (int64_t r = 0; r < rows; ++r) dst[c * rows + r] = src[r * ld + c];
+static void transpose_padded(T* __restrict dst, const T* __restrict src, int64_t T_, int64_t hs, int64_t hsp,
+                             int64_t Tp) {
+    std::fill(dst, dst + hsp * Tp, T(0));
+    for (int64_t r = 0; r < T_; ++r)
+        for (int64_t d = 0; d < hs; ++d) dst[d * Tp + r] = src[r * hs + d];
 }
 
-// s[j] = sum_d a[d] * bT[d, j] for j < round_up(len, kBlock); bT (hs, ld) with ld >= that.
+// s[r, j] = sum_d a[r, d] bT[d, j] for the kRows rows r of a (kRows, hsp) and keys j < jend, a
+// multiple of W. bT (hsp, Tp), s (kRows, Tp). The forward and the backward both build scores
+// here, so the backward's P is the forward's bit for bit.
 template <class T>
-static inline void row_times_transposed(T* __restrict s, const T* __restrict a, const T* __restrict bT, int64_t hs,
-                                        int64_t ld, int64_t len) {
-    for (int64_t j0 = 0; j0 < len; j0 += kBlock) {
-        T acc[kBlock] = {};
-        for (int64_t d = 0; d < hs; ++d) {
-            const T ad = a[d];
-            const T* b = bT + d * ld + j0;
-            for (int64_t l = 0; l < kBlock; ++l) acc[l] += ad * b[l];
+static inline void scores_block(T* __restrict s, const T* __restrict a, const T* __restrict bT, int64_t hsp,
+                                int64_t Tp, int64_t jend) {
+    using S = Simd<T>;
+    for (int64_t j0 = 0; j0 < jend; j0 += S::width) {
+        typename S::Vec acc[kRows] = {};
+        for (int64_t d = 0; d < hsp; ++d) {
+            const typename S::Vec b = S::load(bT + d * Tp + j0);
+            for (int64_t r = 0; r < kRows; ++r) acc[r] += a[r * hsp + d] * b;
         }
-        for (int64_t l = 0; l < kBlock; ++l) s[j0 + l] = acc[l];
+        for (int64_t r = 0; r < kRows; ++r) S::store(s + r * Tp + j0, acc[r]);
     }
 }
 
-// One pass over j < n for one d of the backward: returns sum_j ds[j] * kd[j] (for dq[i, d]) while
-// adding a * ds[j] to dkd[j] and b * p[j] to dvd[j] (dk and dv, transposed). The sum runs in 8 lanes.
+// out[r, :] = sum_{j < len[r]} w[r, j] x[j, :] for the kRows rows; w (kRows, Tp), x (rows, hsp),
+// out (kRows, hsp). The keys every row sees run in one loop, each row's last few in a second.
 template <class T>
-static inline T backward_row_pass(T* __restrict dkd, T* __restrict dvd, const T* __restrict ds,
-                                  const T* __restrict kd, const T* __restrict p, T a, T b, int64_t n) {
-    T acc[kLanes] = {};
-    int64_t j = 0;
-    for (; j + kLanes <= n; j += kLanes)
-        for (int64_t l = 0; l < kLanes; ++l) {
-            acc[l] += ds[j + l] * kd[j + l];
-            dkd[j + l] += a * ds[j + l];
-            dvd[j + l] += b * p[j + l];
+static inline void weighted_rows(T* __restrict out, const T* __restrict w, const T* __restrict x,
+                                 const int64_t* len, int64_t hsp, int64_t Tp) {
+    using S = Simd<T>;
+    const int64_t shared = *std::min_element(len, len + kRows), longest = *std::max_element(len, len + kRows);
+    for (int64_t d0 = 0; d0 < hsp; d0 += S::width) {
+        typename S::Vec acc[kRows] = {};
+        for (int64_t j = 0; j < shared; ++j) {
+            const typename S::Vec xj = S::load(x + j * hsp + d0);
+            for (int64_t r = 0; r < kRows; ++r) acc[r] += w[r * Tp + j] * xj;
         }
-    T sum = 0;
-    for (; j < n; ++j) {
-        sum += ds[j] * kd[j];
-        dkd[j] += a * ds[j];
-        dvd[j] += b * p[j];
+        for (int64_t j = shared; j < longest; ++j) {
+            const typename S::Vec xj = S::load(x + j * hsp + d0);
+            for (int64_t r = 0; r < kRows; ++r)
+                if (j < len[r]) acc[r] += w[r * Tp + j] * xj;
+        }
+        for (int64_t r = 0; r < kRows; ++r) S::store(out + r * hsp + d0, acc[r]);
     }
-    for (int64_t l = 0; l < kLanes; ++l) sum += acc[l];
-    return sum;
+}
+
+// acc[j, :] += sum_{r : j < len[r]} w[r, j] y[r, :] for keys j < max len: the transposed product
+// (dk += dS^T q, dv += P^T dout). w (kRows, Tp), y (kRows, hsp), acc (rows, hsp).
+template <class T>
+static inline void add_weighted_columns(T* __restrict acc, const T* __restrict w, const T* __restrict y,
+                                        const int64_t* len, int64_t hsp, int64_t Tp) {
+    using S = Simd<T>;
+    const int64_t shared = *std::min_element(len, len + kRows), longest = *std::max_element(len, len + kRows);
+    for (int64_t d0 = 0; d0 < hsp; d0 += S::width) {
+        typename S::Vec yr[kRows];
+        for (int64_t r = 0; r < kRows; ++r) yr[r] = S::load(y + r * hsp + d0);
+        for (int64_t j = 0; j < shared; ++j) {
+            typename S::Vec sum = S::load(acc + j * hsp + d0);
+            for (int64_t r = 0; r < kRows; ++r) sum += w[r * Tp + j] * yr[r];
+            S::store(acc + j * hsp + d0, sum);
+        }
+        for (int64_t j = shared; j < longest; ++j) {
+            typename S::Vec sum = S::load(acc + j * hsp + d0);
+            for (int64_t r = 0; r < kRows; ++r)
+                if (j < len[r]) sum += w[r * Tp + j] * yr[r];
+            S::store(acc + j * hsp + d0, sum);
+        }
+    }
+}
+
+// The scratch one thread needs for one head at a time, padded as described at the top:
+// rows_p = T rounded up to kRows (whole blocks of queries), Tp = T rounded up to W.
+template <class T>
+struct HeadScratch {
+    int64_t hsp, Tp, rows_p;
+    std::vector<T> qs, kT, vT, kp, vp, dop;  // q * scale, k, v, dout: (rows_p, hsp) rows or (hsp, Tp) transposed
+    std::vector<T> s, ds, out;               // (kRows, Tp): scores then P; dP then dS. (kRows, hsp): a result
+    std::vector<T> dk, dv;                   // (rows_p, hsp): the sums for dk and dv
+    HeadScratch(int64_t T_, int64_t hs)
+        : hsp(round_up(hs, Simd<T>::width)), Tp(round_up(T_, Simd<T>::width)), rows_p(round_up(T_, kRows)),
+          qs(rows_p * hsp), kT(hsp * Tp), vT(hsp * Tp), kp(rows_p * hsp), vp(rows_p * hsp), dop(rows_p * hsp),
+          s(kRows * Tp), ds(kRows * Tp), out(kRows * hsp), dk(rows_p * hsp), dv(rows_p * hsp) {}
+};
+
+// How many keys each query row of the block i0 .. i0 + kRows - 1 sees (0 for rows past T).
+static inline void block_lengths(int64_t* len, int64_t i0, int64_t T_, bool is_causal) {
+    for (int64_t r = 0; r < kRows; ++r) len[r] = i0 + r >= T_ ? 0 : (is_causal ? i0 + r + 1 : T_);
+}
+
+// rows (kRows, hsp) of a result -> the first hs columns of rows i0 .. of dst (T, hs), times scale
+template <class T>
+static void copy_out(T* dst, const T* rows, const int64_t* len, int64_t i0, int64_t hs, int64_t hsp, T scale) {
+    for (int64_t r = 0; r < kRows && len[r] > 0; ++r)
+        for (int64_t d = 0; d < hs; ++d) dst[(i0 + r) * hs + d] = scale * rows[r * hsp + d];
 }
 
 template <class T>
-static void forward_heads(T* out, T* stats, const T* q, const T* k, const T* v, int64_t begin, int64_t end,
-                          int64_t T_, int64_t hs, bool is_causal) {
-    const int64_t Tp = round_up(T_, kBlock);
+MINIGRAD_SIMD_CLONES static void forward_heads(T* out, T* stats, const T* q, const T* k, const T* v, int64_t begin,
+                                               int64_t end, int64_t T_, int64_t hs, bool is_causal) {
+    HeadScratch<T> w(T_, hs);
+    const int64_t hsp = w.hsp, Tp = w.Tp;
     const T scale = T(1) / std::sqrt(T(hs));
-    std::vector<T> kT(static_cast<size_t>(hs * Tp), T(0)), vT(kT.size(), T(0));  // (hs, Tp) each
-    std::vector<T> p(static_cast<size_t>(Tp)), qs(static_cast<size_t>(hs));   // a row of scores; q[i, :] * scale
     for (int64_t h = begin; h < end; ++h) {
         const int64_t off = h * T_ * hs;  // this head's (T, hs) blocks
-        transpose(kT.data(), k + off, T_, hs, Tp);
-        transpose(vT.data(), v + off, T_, hs, Tp);
-        for (int64_t i = 0; i < T_; ++i) {
-            const int64_t len = is_causal ? i + 1 : T_;  // the keys this query sees
-            for (int64_t d = 0; d < hs; ++d) qs[d] = q[off + i * hs + d] * scale;
-            T* __restrict pr = p.data();
-            row_times_transposed(pr, qs.data(), kT.data(), hs, Tp, len);  // the scores S[i, :]
-            // NOTE: subtract the row max before exp, or exp overflows for large scores.
-            const T m = lane_max(pr, len);
-            for (int64_t j = 0; j < len; ++j) pr[j] = vexp(pr[j] - m);
-            const T inv = T(1) / lane_sum<T>(len, [pr](int64_t j) { return pr[j]; });
-            for (int64_t j = 0; j < len; ++j) pr[j] *= inv;
-            // all the backward keeps of this row: with them it rebuilds P[i, :] bit for bit
-            stats[(h * T_ + i) * 2] = m;
-            stats[(h * T_ + i) * 2 + 1] = inv;
-            for (int64_t d = 0; d < hs; ++d) {
-                const T* __restrict vd = vT.data() + d * Tp;
-                out[off + i * hs + d] = lane_sum<T>(len, [pr, vd](int64_t j) { return pr[j] * vd[j]; });
+        pad_rows(w.qs.data(), q + off, T_, w.rows_p, hs, hsp, scale);
+        transpose_padded(w.kT.data(), k + off, T_, hs, hsp, Tp);
+        pad_rows(w.vp.data(), v + off, T_, w.rows_p, hs, hsp, T(1));
+        for (int64_t i0 = 0; i0 < T_; i0 += kRows) {
+            int64_t len[kRows];
+            block_lengths(len, i0, T_, is_causal);
+            const int64_t jend = round_up(*std::max_element(len, len + kRows), Simd<T>::width);
+            scores_block(w.s.data(), w.qs.data() + i0 * hsp, w.kT.data(), hsp, Tp, jend);
+            for (int64_t r = 0; r < kRows && len[r] > 0; ++r) {
+                T* __restrict pr = w.s.data() + r * Tp;
+                // NOTE: subtract the row max before exp, or exp overflows for large scores.
+                const T m = lane_max(pr, len[r]);
+                for (int64_t j = 0; j < len[r]; ++j) pr[j] = vexp(pr[j] - m);
+                const T inv = T(1) / lane_sum<T>(len[r], [pr](int64_t j) { return pr[j]; });
+                for (int64_t j = 0; j < len[r]; ++j) pr[j] *= inv;
+                // all the backward keeps of this row: with them it rebuilds P[i, :] bit for bit
+                stats[(h * T_ + i0 + r) * 2] = m;
+                stats[(h * T_ + i0 + r) * 2 + 1] = inv;
             }
+            weighted_rows(w.out.data(), w.s.data(), w.vp.data(), len, hsp, Tp);  // P v
+            copy_out(out + off, w.out.data(), len, i0, hs, hsp, T(1));
         }
     }
 }
 
 template <class T>
-static void backward_heads(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* stats,
-                           int64_t begin, int64_t end, int64_t T_, int64_t hs, bool is_causal) {
-    const int64_t Tp = round_up(T_, kBlock);
+MINIGRAD_SIMD_CLONES static void backward_heads(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k,
+                                                const T* v, const T* stats, int64_t begin, int64_t end, int64_t T_,
+                                                int64_t hs, bool is_causal) {
+    HeadScratch<T> w(T_, hs);
+    const int64_t hsp = w.hsp, Tp = w.Tp;
     const T scale = T(1) / std::sqrt(T(hs));
-    std::vector<T> kT(static_cast<size_t>(hs * Tp), T(0)), vT(kT.size(), T(0));  // (hs, Tp) each
-    std::vector<T> dkT(kT.size()), dvT(kT.size());                                // (hs, Tp) each
-    std::vector<T> p(static_cast<size_t>(Tp)), ds(p.size());                      // a row: P; dP, then dS
-    std::vector<T> qs(static_cast<size_t>(hs));                                   // q[i, :] * scale
     for (int64_t h = begin; h < end; ++h) {
         const int64_t off = h * T_ * hs;
-        transpose(kT.data(), k + off, T_, hs, Tp);
-        transpose(vT.data(), v + off, T_, hs, Tp);
-        for (size_t x = 0; x < dkT.size(); ++x) dkT[x] = dvT[x] = T(0);
-        for (int64_t i = 0; i < T_; ++i) {
-            const T* __restrict doi = dout + off + i * hs;  // (hs,)
-            const T* __restrict qi = q + off + i * hs;
-            const int64_t len = is_causal ? i + 1 : T_;
-            // P[i, :] again, the forward's way, from the scores and the row's max and 1/sum: a second
-            // q k^T row costs less than writing and reading back the (T, T) matrix P (flash attention's trade)
-            for (int64_t d = 0; d < hs; ++d) qs[d] = qi[d] * scale;
-            T* __restrict pr = p.data();
-            row_times_transposed(pr, qs.data(), kT.data(), hs, Tp, len);
-            const T m = stats[(h * T_ + i) * 2], inv = stats[(h * T_ + i) * 2 + 1];
-            for (int64_t j = 0; j < len; ++j) pr[j] = vexp(pr[j] - m) * inv;
-            row_times_transposed(ds.data(), doi, vT.data(), hs, Tp, len);  // dP[i, :]
-            T* __restrict dsp = ds.data();
-            const T dot = lane_sum<T>(len, [pr, dsp](int64_t j) { return dsp[j] * pr[j]; });
-            for (int64_t j = 0; j < len; ++j) dsp[j] = pr[j] * (dsp[j] - dot);  // dS[i, :]
-            for (int64_t d = 0; d < hs; ++d)
-                dq[off + i * hs + d] = scale * backward_row_pass(dkT.data() + d * Tp, dvT.data() + d * Tp, dsp,
-                                                                 kT.data() + d * Tp, pr, qs[d], doi[d], len);
+        pad_rows(w.qs.data(), q + off, T_, w.rows_p, hs, hsp, scale);  // q * scale, as in the forward
+        transpose_padded(w.kT.data(), k + off, T_, hs, hsp, Tp);
+        transpose_padded(w.vT.data(), v + off, T_, hs, hsp, Tp);
+        pad_rows(w.kp.data(), k + off, T_, w.rows_p, hs, hsp, T(1));
+        pad_rows(w.dop.data(), dout + off, T_, w.rows_p, hs, hsp, T(1));
+        std::fill(w.dk.begin(), w.dk.end(), T(0));
+        std::fill(w.dv.begin(), w.dv.end(), T(0));
+        for (int64_t i0 = 0; i0 < T_; i0 += kRows) {
+            int64_t len[kRows];
+            block_lengths(len, i0, T_, is_causal);
+            const int64_t jend = round_up(*std::max_element(len, len + kRows), Simd<T>::width);
+            const T* qs = w.qs.data() + i0 * hsp;    // (kRows, hsp)
+            const T* dob = w.dop.data() + i0 * hsp;  // (kRows, hsp)
+            // P again, the forward's way, from the scores and each row's max and 1/sum: a second
+            // q k^T costs less than writing and reading back the (T, T) matrix P (flash attention's trade)
+            scores_block(w.s.data(), qs, w.kT.data(), hsp, Tp, jend);
+            scores_block(w.ds.data(), dob, w.vT.data(), hsp, Tp, jend);  // dP = dout v^T
+            for (int64_t r = 0; r < kRows; ++r) {
+                T* __restrict pr = w.s.data() + r * Tp;
+                T* __restrict dsr = w.ds.data() + r * Tp;
+                const int64_t n = len[r];
+                if (n > 0) {
+                    const T m = stats[(h * T_ + i0 + r) * 2], inv = stats[(h * T_ + i0 + r) * 2 + 1];
+                    for (int64_t j = 0; j < n; ++j) pr[j] = vexp(pr[j] - m) * inv;
+                    const T dot = lane_sum<T>(n, [pr, dsr](int64_t j) { return dsr[j] * pr[j]; });
+                    for (int64_t j = 0; j < n; ++j) dsr[j] = pr[j] * (dsr[j] - dot);  // dS[i, :]
+                }
+                std::fill(pr + n, pr + jend, T(0));  // the future (and rows past T) weigh nothing
+                std::fill(dsr + n, dsr + jend, T(0));
+            }
+            weighted_rows(w.out.data(), w.ds.data(), w.kp.data(), len, hsp, Tp);  // dS k
+            copy_out(dq + off, w.out.data(), len, i0, hs, hsp, scale);
+            add_weighted_columns(w.dk.data(), w.ds.data(), qs, len, hsp, Tp);  // dS^T (q scale)
+            add_weighted_columns(w.dv.data(), w.s.data(), dob, len, hsp, Tp);  // P^T dout
         }
-        transpose_back(dk + off, dkT.data(), hs, T_, Tp);
-        transpose_back(dv + off, dvT.data(), hs, T_, Tp);
+        for (int64_t j = 0; j < T_; ++j)
+            for (int64_t d = 0; d < hs; ++d) {
+                dk[off + j * hs + d] = w.dk[j * hsp + d];
+                dv[off + j * hs + d] = w.dv[j * hsp + d];
+            }
     }
 }
 
