@@ -17,34 +17,44 @@ constexpr double kGeluCubic = 0.044715;
 // Elements per chunk below which a thread is not worth starting: ~40 operations each.
 constexpr double kGeluWorkPerElement = 40.0;
 
+// out[i] = gelu(x[i]) for i in [begin, end)
+template <class T>
+MINIGRAD_SIMD_CLONES static void gelu_forward_range(T* out, const T* x, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+        const T xi = x[i];
+        const T u = T(kGeluScale) * (xi + T(kGeluCubic) * xi * xi * xi);
+        const T e = vexp(-std::fabs(T(2) * u));
+        const T inv = T(1) / (T(1) + e);
+        const T sig = u >= T(0) ? inv : e * inv;  // sigmoid(2u)
+        out[i] = xi * sig;
+    }
+}
+
+// dx[i] = dout[i] gelu'(x[i]) for i in [begin, end)
+template <class T>
+MINIGRAD_SIMD_CLONES static void gelu_backward_range(T* dx, const T* dout, const T* x, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+        const T xi = x[i];
+        const T u = T(kGeluScale) * (xi + T(kGeluCubic) * xi * xi * xi);
+        const T du = T(kGeluScale) * (T(1) + T(3 * kGeluCubic) * xi * xi);  // du/dx
+        const T e = vexp(-std::fabs(T(2) * u));
+        const T inv = T(1) / (T(1) + e);
+        const T sig = u >= T(0) ? inv : e * inv;
+        // d/dx [x sigmoid(2u)] = sigmoid(2u) + 2 x sigmoid(2u) (1 - sigmoid(2u)) du/dx
+        dx[i] = dout[i] * (sig + T(2) * xi * (e * inv * inv) * du);
+    }
+}
+
 template <class T>
 void gelu_forward(T* out, const T* x, int64_t n) {
-    parallel_for(n, num_chunks(n, kGeluWorkPerElement), [=](int, int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-            const T xi = x[i];
-            const T u = T(kGeluScale) * (xi + T(kGeluCubic) * xi * xi * xi);
-            const T e = vexp(-std::fabs(T(2) * u));
-            const T inv = T(1) / (T(1) + e);
-            const T sig = u >= T(0) ? inv : e * inv;  // sigmoid(2u)
-            out[i] = xi * sig;
-        }
-    });
+    parallel_for(n, num_chunks(n, kGeluWorkPerElement),
+                 [=](int, int64_t begin, int64_t end) { gelu_forward_range(out, x, begin, end); });
 }
 
 template <class T>
 void gelu_backward(T* dx, const T* dout, const T* x, int64_t n) {
-    parallel_for(n, num_chunks(n, kGeluWorkPerElement), [=](int, int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-            const T xi = x[i];
-            const T u = T(kGeluScale) * (xi + T(kGeluCubic) * xi * xi * xi);
-            const T du = T(kGeluScale) * (T(1) + T(3 * kGeluCubic) * xi * xi);  // du/dx
-            const T e = vexp(-std::fabs(T(2) * u));
-            const T inv = T(1) / (T(1) + e);
-            const T sig = u >= T(0) ? inv : e * inv;
-            // d/dx [x sigmoid(2u)] = sigmoid(2u) + 2 x sigmoid(2u) (1 - sigmoid(2u)) du/dx
-            dx[i] = dout[i] * (sig + T(2) * xi * (e * inv * inv) * du);
-        }
-    });
+    parallel_for(n, num_chunks(n, kGeluWorkPerElement),
+                 [=](int, int64_t begin, int64_t end) { gelu_backward_range(dx, dout, x, begin, end); });
 }
 
 template void gelu_forward<float>(float*, const float*, int64_t);
