@@ -5,6 +5,7 @@ import pytest
 
 import minigrad as mg
 import minigrad.functional as F
+from minigrad.backend import scatter_add
 
 
 def t(x, grad=True):
@@ -167,6 +168,20 @@ def test_gather_with_repeated_indices_scatter_adds():
     w = t(np.zeros((3, 2)))
     w[np.array([0, 2, 2, 2])].sum().backward()
     np.testing.assert_allclose(w.grad, [[1, 1], [0, 0], [3, 3]])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scatter_add_of_rows_matches_numpy_add_at(dtype):
+    """The sort-and-reduceat path of backend.scatter_add (integer arrays picking rows) against
+    np.add.at: repeated rows, negative indices naming the same rows, a 2-D index, trailing axes."""
+    rng = np.random.default_rng(4)
+    target = rng.normal(size=(7, 3, 2)).astype(dtype)
+    index = rng.integers(-7, 7, size=(5, 40))
+    values = rng.normal(size=(5, 40, 3, 2)).astype(dtype)
+    expected = target.copy()
+    np.add.at(expected, index, values)
+    scatter_add(target, index, values)
+    np.testing.assert_allclose(target, expected, rtol=1e-6 if dtype == np.float32 else 1e-12, atol=1e-6)
 
 
 def test_chain_of_ten_thousand_ops_needs_no_recursion():
