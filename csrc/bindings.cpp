@@ -242,8 +242,9 @@ py::tuple attention_forward(const py::object& q_obj, const py::object& k_obj, co
         py::array o = empty<T>(qs), stats = empty<T>(ss);
         {
             py::gil_scoped_release release;
-            minigrad::attention_forward(out<T>(o), out<T>(stats), in<T>(q), in<T>(k), in<T>(v), BH, T_, hs,
-                                        is_causal);
+            const minigrad::HeadLayout heads{T_ * hs, 0, hs};  // (BH, T, hs) as BH batches of one head
+            minigrad::attention_forward(out<T>(o), out<T>(stats), in<T>(q), in<T>(k), in<T>(v), BH, 1, T_, hs, heads,
+                                        heads, is_causal);
         }
         return py::make_tuple(o, stats);
     });
@@ -268,10 +269,69 @@ py::tuple attention_backward(const py::object& dout_obj, const py::object& q_obj
         py::array dq = empty<T>(qs), dk = empty<T>(qs), dv = empty<T>(qs);
         {
             py::gil_scoped_release release;
+            const minigrad::HeadLayout heads{T_ * hs, 0, hs};
             minigrad::attention_backward(out<T>(dq), out<T>(dk), out<T>(dv), in<T>(dout), in<T>(q), in<T>(k),
-                                         in<T>(v), in<T>(stats), BH, T_, hs, is_causal);
+                                         in<T>(v), in<T>(stats), BH, 1, T_, hs, heads, heads, is_causal);
         }
         return py::make_tuple(dq, dk, dv);
+    });
+}
+
+// qkv (B, T, 3C) as c_attn makes it, C = n_head * hs: returns (B, T, C, hs).
+std::tuple<int64_t, int64_t, int64_t, int64_t> qkv_dims(const py::array& qkv, int64_t n_head, const char* fn) {
+    const Shape s = shape_of(qkv);
+    if (qkv.ndim() != 3 || s[2] % 3 != 0)
+        throw py::value_error(std::string(fn) + ": qkv must be (B, T, 3C), q, k and v side by side, got shape " +
+                              shape_str(s));
+    const int64_t C = s[2] / 3;
+    if (n_head < 1 || C == 0 || C % n_head != 0)
+        throw py::value_error(std::string(fn) + ": n_head must be >= 1 and divide C = " + std::to_string(C) +
+                              ", got " + std::to_string(n_head));
+    return {s[0], s[1], C, C / n_head};
+}
+
+py::tuple self_attention_forward(const py::object& qkv_obj, int64_t n_head, bool is_causal) {
+    const char* fn = "self_attention_forward";
+    py::array qkv = as_array(qkv_obj, fn, "qkv");
+    const Dtype d = float_dtype(qkv, fn, "qkv");
+    const auto [B, T_, C, hs] = qkv_dims(qkv, n_head, fn);
+    return dispatch(d, [&, B = B, T_ = T_, C = C, hs = hs](auto zero) {
+        using T = decltype(zero);
+        py::array o = empty<T>({B, T_, C}), stats = empty<T>({B, n_head, T_, 2});
+        {
+            py::gil_scoped_release release;
+            const T* q = in<T>(qkv);
+            const minigrad::HeadLayout qkv_heads{T_ * 3 * C, hs, 3 * C}, out_heads{T_ * C, hs, C};
+            minigrad::attention_forward(out<T>(o), out<T>(stats), q, q + C, q + 2 * C, B, n_head, T_, hs, qkv_heads,
+                                        out_heads, is_causal);
+        }
+        return py::make_tuple(o, stats);
+    });
+}
+
+py::array self_attention_backward(const py::object& dout_obj, const py::object& qkv_obj, const py::object& stats_obj,
+                                 int64_t n_head, bool is_causal) {
+    const char* fn = "self_attention_backward";
+    py::array qkv = as_array(qkv_obj, fn, "qkv");
+    py::array dout = as_array(dout_obj, fn, "dout"), stats = as_array(stats_obj, fn, "stats");
+    const Dtype d = float_dtype(qkv, fn, "qkv");
+    const auto [B, T_, C, hs] = qkv_dims(qkv, n_head, fn);
+    for (auto [a, name, shape] : {std::tuple{&dout, "dout", Shape{B, T_, C}}, {&stats, "stats", Shape{B, n_head, T_, 2}}}) {
+        check_same_dtype(*a, qkv, fn, name, "qkv");
+        check_shape(*a, shape, fn, name);
+    }
+    return dispatch(d, [&, B = B, T_ = T_, C = C, hs = hs](auto zero) {
+        using T = decltype(zero);
+        py::array dqkv = empty<T>(shape_of(qkv));
+        {
+            py::gil_scoped_release release;
+            const T* q = in<T>(qkv);
+            T* dq = out<T>(dqkv);
+            const minigrad::HeadLayout qkv_heads{T_ * 3 * C, hs, 3 * C}, out_heads{T_ * C, hs, C};
+            minigrad::attention_backward(dq, dq + C, dq + 2 * C, in<T>(dout), q, q + C, q + 2 * C, in<T>(stats), B,
+                                         n_head, T_, hs, qkv_heads, out_heads, is_causal);
+        }
+        return dqkv;
     });
 }
 
@@ -407,6 +467,11 @@ PYBIND11_MODULE(_C, m) {
     m.def("attention_backward", &attention_backward, py::arg("dout"), py::arg("q"), py::arg("k"), py::arg("v"),
           py::arg("stats"), py::arg("is_causal") = true,
           "-> (dq, dk, dv), each (B, NH, T, hs); stats and is_causal as returned by and given to the forward");
+    m.def("self_attention_forward", &self_attention_forward, py::arg("qkv"), py::arg("n_head"), py::arg("is_causal"),
+          "qkv (B, T, 3C), q, k, v side by side, heads side by side in each -> (out (B, T, C), heads side by side; "
+          "stats (B, NH, T, 2))");
+    m.def("self_attention_backward", &self_attention_backward, py::arg("dout"), py::arg("qkv"), py::arg("stats"),
+          py::arg("n_head"), py::arg("is_causal") = true, "-> dqkv (B, T, 3C)");
     m.def("crossentropy_forward", &crossentropy_forward, py::arg("logits"), py::arg("targets"),
           "logits (N, V), targets int64 (N,) in [0, V) -> (mean loss as a 0-d array, probs (N, V))");
     m.def("crossentropy_backward", &crossentropy_backward, py::arg("dloss"), py::arg("probs"), py::arg("targets"),

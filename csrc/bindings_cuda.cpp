@@ -292,8 +292,9 @@ py::tuple attention_forward(const py::object& q_obj, const py::object& k_obj, co
     const DeviceArray out = empty(q.shape, d), probs = empty(ps, d);
     dispatch(d, [&, BH = BH, T_ = T_, hs = hs](auto zero) {
         using T = decltype(zero);
+        const minigrad::HeadLayout heads{T_ * hs, 0, hs};  // (BH, T, hs) as BH batches of one head
         check_launch(mc::attention_forward(out.data<T>(), probs.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(), BH,
-                                           T_, hs, is_causal, current_stream()),
+                                           1, T_, hs, heads, heads, is_causal, current_stream()),
                      fn);
         return 0;
     });
@@ -321,13 +322,74 @@ py::tuple attention_backward(const py::object& dout_obj, const py::object& q_obj
     const DeviceArray dscores = empty(ps, d);  // scratch: dS between the two passes
     dispatch(d, [&, BH = BH, T_ = T_, hs = hs](auto zero) {
         using T = decltype(zero);
+        const minigrad::HeadLayout heads{T_ * hs, 0, hs};
         check_launch(mc::attention_backward(dq.data<T>(), dk.data<T>(), dv.data<T>(), dscores.data<T>(),
                                             dout.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(), probs.data<T>(), BH,
-                                            T_, hs, current_stream()),
+                                            1, T_, hs, heads, heads, current_stream()),
                      fn);
         return 0;
     });
     return py::make_tuple(dq.obj, dk.obj, dv.obj);
+}
+
+// qkv (B, T, 3C) as c_attn makes it, C = n_head * hs: returns (B, T, C, hs).
+std::tuple<int64_t, int64_t, int64_t, int64_t> qkv_dims(const DeviceArray& qkv, int64_t n_head, const char* fn) {
+    const Shape& s = qkv.shape;
+    if (s.size() != 3 || s[2] % 3 != 0)
+        throw py::value_error(std::string(fn) + ": qkv must be (B, T, 3C), q, k and v side by side, got shape " +
+                              shape_str(s));
+    const int64_t C = s[2] / 3;
+    if (n_head < 1 || C == 0 || C % n_head != 0)
+        throw py::value_error(std::string(fn) + ": n_head must be >= 1 and divide C = " + std::to_string(C) +
+                              ", got " + std::to_string(n_head));
+    return {s[0], s[1], C, C / n_head};
+}
+
+py::tuple self_attention_forward(const py::object& qkv_obj, int64_t n_head, bool is_causal) {
+    const char* fn = "self_attention_forward";
+    const DeviceArray qkv = as_device_array(qkv_obj, fn, "qkv");
+    const Dtype d = float_dtype(qkv, fn, "qkv");
+    const auto [B, T_, C, hs] = qkv_dims(qkv, n_head, fn);
+    require_device(fn);
+    const DeviceArray out = empty({B, T_, C}, d), probs = empty({B, n_head, T_, T_}, d);
+    dispatch(d, [&, B = B, T_ = T_, C = C, hs = hs](auto zero) {
+        using T = decltype(zero);
+        const T* q = qkv.data<T>();
+        const minigrad::HeadLayout qkv_heads{T_ * 3 * C, hs, 3 * C}, out_heads{T_ * C, hs, C};
+        check_launch(mc::attention_forward(out.data<T>(), probs.data<T>(), q, q + C, q + 2 * C, B, n_head, T_, hs,
+                                           qkv_heads, out_heads, is_causal, current_stream()),
+                     fn);
+        return 0;
+    });
+    return py::make_tuple(out.obj, probs.obj);
+}
+
+py::object self_attention_backward(const py::object& dout_obj, const py::object& qkv_obj, const py::object& probs_obj,
+                                   int64_t n_head, bool /*is_causal*/) {
+    // is_causal: accepted for the common signature; the zeros of probs carry the mask, as in attention_backward
+    const char* fn = "self_attention_backward";
+    const DeviceArray qkv = as_device_array(qkv_obj, fn, "qkv");
+    const DeviceArray dout = as_device_array(dout_obj, fn, "dout"), probs = as_device_array(probs_obj, fn, "probs");
+    const Dtype d = float_dtype(qkv, fn, "qkv");
+    const auto [B, T_, C, hs] = qkv_dims(qkv, n_head, fn);
+    for (auto [a, name, shape] : {std::tuple{&dout, "dout", Shape{B, T_, C}}, {&probs, "probs", Shape{B, n_head, T_, T_}}}) {
+        check_same_dtype(*a, qkv, fn, name, "qkv");
+        check_shape(*a, shape, fn, name);
+    }
+    require_device(fn);
+    const DeviceArray dqkv = empty(qkv.shape, d), dscores = empty({B, n_head, T_, T_}, d);
+    dispatch(d, [&, B = B, T_ = T_, C = C, hs = hs](auto zero) {
+        using T = decltype(zero);
+        const T* q = qkv.data<T>();
+        T* dq = dqkv.data<T>();
+        const minigrad::HeadLayout qkv_heads{T_ * 3 * C, hs, 3 * C}, out_heads{T_ * C, hs, C};
+        check_launch(mc::attention_backward(dq, dq + C, dq + 2 * C, dscores.data<T>(), dout.data<T>(), q, q + C,
+                                            q + 2 * C, probs.data<T>(), B, n_head, T_, hs, qkv_heads, out_heads,
+                                            current_stream()),
+                     fn);
+        return 0;
+    });
+    return dqkv.obj;
 }
 
 // --- cross-entropy ------------------------------------------------------------------------------
@@ -469,6 +531,10 @@ PYBIND11_MODULE(_C_cuda, m) {
           "q, k, v (B, NH, T, hs) -> (out (B, NH, T, hs), probs (B, NH, T, T))");
     m.def("attention_backward", &attention_backward, py::arg("dout"), py::arg("q"), py::arg("k"), py::arg("v"),
           py::arg("probs"), py::arg("is_causal") = true, "-> (dq, dk, dv), each (B, NH, T, hs)");
+    m.def("self_attention_forward", &self_attention_forward, py::arg("qkv"), py::arg("n_head"), py::arg("is_causal"),
+          "qkv (B, T, 3C), q, k, v side by side, heads side by side in each -> (out (B, T, C), probs (B, NH, T, T))");
+    m.def("self_attention_backward", &self_attention_backward, py::arg("dout"), py::arg("qkv"), py::arg("probs"),
+          py::arg("n_head"), py::arg("is_causal") = true, "-> dqkv (B, T, 3C)");
     m.def("crossentropy_forward", &crossentropy_forward, py::arg("logits"), py::arg("targets"),
           "logits (N, V), targets int64 (N,) -> (mean loss as a 0-d array, probs (N, V)); a target outside "
           "[0, V) gives a NaN loss");

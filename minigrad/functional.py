@@ -4,7 +4,7 @@ Two kinds live here:
 - composites of the primitive ops (softmax, log_softmax, embedding), whose backward the engine
   derives from the primitives';
 - Functions of their own: linear (so each product is one GEMM), and the fused cross_entropy,
-  layer_norm, gelu and scaled_dot_product_attention, one graph node each, whose forward and
+  layer_norm, gelu, scaled_dot_product_attention and self_attention, one graph node each, whose forward and
   backward call ``backend.kernels_for(x)``: the C++ kernels on the CPU when they are built, else
   the reference in ``minigrad.kernels``.
 """
@@ -161,3 +161,30 @@ class ScaledDotProductAttention(Function):
 def scaled_dot_product_attention(q, k, v, is_causal=True):
     """Attention of q over k, v, each (B, NH, T, hs), scale 1/sqrt(hs), causal by default."""
     return ScaledDotProductAttention.apply(q, k, v, is_causal)
+
+
+@register("self_attention", method=False)
+class SelfAttention(Function):
+    """Multi-head attention (causal by default) straight from the fused projection, as one node: qkv (B, T, 3C) is
+    [q | k | v], each n_head heads of hs = C / n_head side by side; out (B, T, C) has the heads side by
+    side again. The same as splitting the heads, scaled_dot_product_attention and merging them, without
+    the copies in between: the C++ kernel reads and writes each head where it lies."""
+
+    def forward(self, qkv, *, n_head, is_causal=True):
+        if qkv.ndim != 3 or qkv.shape[-1] % 3 or (qkv.shape[-1] // 3) % n_head:
+            raise ValueError(f"self_attention: qkv must be (B, T, 3C) with C divisible by n_head={n_head}, "
+                             f"got shape {qkv.shape}")
+        self.kernels = kernels_for(qkv)
+        self.qkv, self.n_head, self.is_causal = _contiguous(qkv), n_head, is_causal
+        # saved: as for scaled_dot_product_attention, the probabilities or each score row's max and 1/sum
+        out, self.saved = self.kernels.self_attention_forward(self.qkv, n_head, is_causal)
+        return out
+
+    def backward(self, dout):
+        return self.kernels.self_attention_backward(_contiguous(dout), self.qkv, self.saved, self.n_head,
+                                                    self.is_causal)
+
+
+def self_attention(qkv, n_head, is_causal=True):
+    """Attention of every head of qkv (B, T, 3C) = [q | k | v] over itself -> (B, T, C), heads side by side."""
+    return SelfAttention.apply(qkv, n_head=n_head, is_causal=is_causal)

@@ -105,6 +105,39 @@ def attention_backward(dout, q, k, v, probs, is_causal=True):
     return dq, dk, dv
 
 
+def self_attention_forward(qkv, n_head, is_causal):
+    """attention_forward on the heads of one fused projection, as c_attn makes it: qkv (B, T, 3C) holds
+    q, k and v side by side, each n_head heads of hs = C / n_head side by side.
+
+    qkv (B, T, 3C) -> out (B, T, C) with the heads side by side again, probs (B, NH, T, T)
+    """
+    q, k, v = _split_heads(qkv, 3, n_head)
+    out, probs = attention_forward(q, k, v, is_causal)
+    return _merge_heads(out), probs
+
+
+def self_attention_backward(dout, qkv, probs, n_head, is_causal=True):
+    """attention_backward on those heads.  dout (B, T, C) -> dqkv (B, T, 3C), dq, dk and dv side by side."""
+    xp = get_array_module(qkv)
+    q, k, v = _split_heads(qkv, 3, n_head)
+    (dout_heads,) = _split_heads(dout, 1, n_head)
+    grads = attention_backward(dout_heads, q, k, v, probs, is_causal)
+    return xp.concatenate([_merge_heads(g) for g in grads], axis=-1)
+
+
+def _split_heads(x, parts, n_head):
+    """x (B, T, parts * C) -> parts views (B, NH, T, hs), C = NH * hs."""
+    B, T, width = x.shape
+    hs = width // (parts * n_head)
+    return tuple(x.reshape(B, T, parts, n_head, hs).transpose(2, 0, 3, 1, 4))
+
+
+def _merge_heads(x):
+    """(B, NH, T, hs) -> (B, T, NH * hs), the heads side by side."""
+    B, NH, T, hs = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(B, T, NH * hs)
+
+
 # --- softmax + cross-entropy --------------------------------------------------------------------
 
 

@@ -139,12 +139,10 @@ class CausalSelfAttention(Module):
         self.c_proj = Linear(n_embd, n_embd, bias, rng=rng, std=proj_std)
 
     def forward(self, x):
-        B, T, C = x.shape
-        NH, hs = self.n_head, C // self.n_head
-        qkv = self.c_attn(x)  # (B, T, 3C)
-        qkv = qkv.reshape(B, T, 3, NH, hs).permute(2, 0, 3, 1, 4)  # (3, B, NH, T, hs)
-        y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True)  # (B, NH, T, hs)
-        y = y.permute(0, 2, 1, 3).reshape(B, T, C)  # heads side by side again
+        qkv = self.c_attn(x)  # (B, T, 3C): q, k, v side by side, n_head heads of C / n_head in each
+        # softmax(q k^T / sqrt(hs) + causal mask) v per head, heads side by side again: (B, T, C). One fused
+        # node; nanoGPT writes it as a split into (B, NH, T, hs) heads, scaled_dot_product_attention, a merge.
+        y = F.self_attention(qkv, self.n_head, is_causal=True)
         return self.c_proj(y)
 
 

@@ -140,6 +140,11 @@ CASES = {
         ("T = 1, one head", _causal_attention, lambda r: [param(r, 2, 1, 1, 4) for _ in range(3)]),
         ("same tensor as q, k and v", lambda x: _causal_attention(x, x, x), lambda r: [param(r, 1, 2, 4, 3)]),
     ],
+    "self_attention": [
+        ("causal, 2 heads", lambda qkv: F.self_attention(qkv, 2), lambda r: [param(r, 2, 5, 12)]),
+        ("not causal, 3 heads", lambda qkv: F.self_attention(qkv, 3, is_causal=False), lambda r: [param(r, 1, 4, 9)]),
+        ("T = 1, one head", lambda qkv: F.self_attention(qkv, 1), lambda r: [param(r, 2, 1, 6)]),
+    ],
 }
 
 # minigrad.functional's composites and the ops.py helpers built on primitives: checked all the same.

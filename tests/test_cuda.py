@@ -23,7 +23,8 @@ from minigrad import kernels as ref
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 C_CUDA = backend._C_CUDA
 KERNEL_NAMES = ["layernorm_forward", "layernorm_backward", "gelu_forward", "gelu_backward", "attention_forward",
-                "attention_backward", "crossentropy_forward", "crossentropy_backward", "adamw_update", "global_norm"]
+                "attention_backward", "self_attention_forward", "self_attention_backward", "crossentropy_forward",
+                "crossentropy_backward", "adamw_update", "global_norm"]
 
 
 def _gpu_skip_reason():
@@ -164,6 +165,20 @@ def test_attention(gpu_kernels, shape, dtype, is_causal, scale):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B, T, NH, hs", [(1, 1, 1, 1), (2, 64, 4, 16), (3, 17, 3, 5), (1, 300, 2, 64)])
+@pytest.mark.parametrize("is_causal", [True, False])
+def test_self_attention(gpu_kernels, B, T, NH, hs, dtype, is_causal):
+    """The heads read and written where they lie in qkv (B, T, 3C) and out (B, T, C)."""
+    rng = np.random.default_rng(4)
+    qkv, dout = randn(rng, (B, T, 3 * NH * hs), dtype), randn(rng, (B, T, NH * hs), dtype)
+    out, probs = gpu_kernels.self_attention_forward(*gpu_arrays(qkv), NH, is_causal)
+    close((out, probs), ref.self_attention_forward(qkv, NH, is_causal), dtype)
+    dqkv = gpu_kernels.self_attention_backward(*gpu_arrays(dout, qkv), probs, NH, is_causal)
+    close(dqkv, ref.self_attention_backward(dout, qkv, probs.get(), NH, is_causal), dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("N, V", [(1, 1), (1, 65), (37, 65), (5, 1000), (300, 65), (4096, 65)])
 @pytest.mark.parametrize("scale", [1.0, 1e4])  # 1e4: logits of +-1e4, where exp overflows without the shift
 def test_crossentropy(gpu_kernels, N, V, dtype, scale):
@@ -287,6 +302,12 @@ def test_gradcheck_attention(device, is_causal):
     rng = np.random.default_rng(9)
     q, k, v = (_tensor(rng, (2, 2, 5, 3), device) for _ in range(3))
     assert mg.gradcheck(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal), [q, k, v])
+
+
+@pytest.mark.parametrize("is_causal", [True, False])
+def test_gradcheck_self_attention(device, is_causal):
+    rng = np.random.default_rng(10)
+    assert mg.gradcheck(lambda qkv: F.self_attention(qkv, 2, is_causal), [_tensor(rng, (2, 5, 12), device)])
 
 
 def test_gradcheck_cross_entropy(device):
@@ -460,6 +481,9 @@ def _bad_calls():
         (lambda: C_CUDA.attention_forward(A((5,)), A((5,)), A((5,)), True), ValueError, "q must be (B, NH, T, hs)"),
         (lambda: C_CUDA.attention_forward(A((2, 5, 0)), A((2, 5, 0)), A((2, 5, 0)), True), ValueError, "head size 0"),
         (lambda: C_CUDA.attention_backward(q, q, q, q, A((2, 2, 5, 4))), ValueError, "probs has shape (2, 2, 5, 4), expected (2, 2, 5, 5)"),
+        (lambda: C_CUDA.self_attention_forward(A((2, 5, 8)), 2, True), ValueError, "qkv must be (B, T, 3C)"),
+        (lambda: C_CUDA.self_attention_forward(A((2, 5, 12)), 3, True), ValueError, "n_head must be >= 1 and divide C = 4, got 3"),
+        (lambda: C_CUDA.self_attention_backward(A((2, 5, 4)), A((2, 5, 12)), A((2, 2, 5, 4)), 2, True), ValueError, "probs has shape (2, 2, 5, 4), expected (2, 2, 5, 5)"),
         (lambda: C_CUDA.crossentropy_forward(logits, A((4,), "<i4")), TypeError, "targets must be int64, got int32"),
         (lambda: C_CUDA.crossentropy_forward(logits, A((3,), "<i8")), ValueError, "targets has shape (3,), expected (4,)"),
         (lambda: C_CUDA.crossentropy_forward(A((2, 3, 4)), t), ValueError, "logits must be a non-empty (N, V) array"),
@@ -496,6 +520,9 @@ def test_without_a_device_every_kernel_raises_runtime_error():
         "gelu_backward": lambda: C_CUDA.gelu_backward(x, x),
         "attention_forward": lambda: C_CUDA.attention_forward(q, q, q, True),
         "attention_backward": lambda: C_CUDA.attention_backward(q, q, q, q, A((1, 2, 5, 5), "<f4")),
+        "self_attention_forward": lambda: C_CUDA.self_attention_forward(A((1, 5, 12), "<f4"), 2, True),
+        "self_attention_backward": lambda: C_CUDA.self_attention_backward(A((1, 5, 4), "<f4"), A((1, 5, 12), "<f4"),
+                                                                          A((1, 2, 5, 5), "<f4"), 2, True),
         "crossentropy_forward": lambda: C_CUDA.crossentropy_forward(x, t),
         "crossentropy_backward": lambda: C_CUDA.crossentropy_backward(1.0, x, t),
         "adamw_update": lambda: C_CUDA.adamw_update([x], [x], [x], [x], 1e-3, 0.9, 0.95, 1e-8, 0.1, 1),

@@ -50,11 +50,11 @@ def test_draw_attention_block_without_graphviz(tmp_path):
     env = {**os.environ, "PATH": ""}  # no `dot` to find; the script is started by its full path
     out = run_example("draw_attention_block.py", "--out", str(tmp_path), cwd=tmp_path, env=env)
     source = (tmp_path / "attention_block.dot").read_text()
-    for name in ("attn.c_attn.weight", "mlp.c_proj.bias", "ln_1.weight", "scaled_dot_product_attention",
+    for name in ("attn.c_attn.weight", "mlp.c_proj.bias", "ln_1.weight", "self_attention",
                  "layer_norm", "gelu", "|grad| = "):
         assert name in source
     assert not (tmp_path / "attention_block.svg").exists() and "`dot` is not installed" in out
-    assert re.search(r"^ScaledDotProductAttention\s+1\s", out, re.M)  # the profile table
+    assert re.search(r"^SelfAttention\s+1\s", out, re.M)  # the profile table
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's `dot` is not installed")

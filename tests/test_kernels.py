@@ -115,6 +115,33 @@ def reference_row_stats(q, k, is_causal):
     return np.concatenate([m, inv], axis=-1).astype(q.dtype)
 
 
+# (B, T, n_head, hs): one head of one, the seed model's layer, odd sizes, a head wider than a vector.
+SELF_ATTN_SHAPES = [(1, 1, 1, 1), (2, 64, 4, 16), (3, 17, 3, 5), (1, 33, 2, 40)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B, T, NH, hs", SELF_ATTN_SHAPES)
+@pytest.mark.parametrize("is_causal", [True, False])
+def test_self_attention(B, T, NH, hs, dtype, is_causal):
+    """The kernel that reads the heads of qkv (B, T, 3C) where they lie: against the reference (split,
+    attend, merge), and bit for bit against the C++ kernel on heads copied out as (B, NH, T, hs)."""
+    rng = np.random.default_rng(3)
+    C = NH * hs
+    qkv, dout = randn(rng, (B, T, 3 * C), dtype), randn(rng, (B, T, C), dtype)
+    out, stats = C_.self_attention_forward(qkv, NH, is_causal)
+    ref_out, ref_probs = ref.self_attention_forward(qkv, NH, is_causal)
+    heads = [np.ascontiguousarray(h) for h in ref._split_heads(qkv, 3, NH)]
+    close((out, stats), (ref_out, reference_row_stats(*heads[:2], is_causal)), dtype)
+    dqkv = C_.self_attention_backward(dout, qkv, stats, NH, is_causal)
+    close(dqkv, ref.self_attention_backward(dout, qkv, ref_probs, NH, is_causal), dtype)
+    head_out, head_stats = C_.attention_forward(*heads, is_causal)
+    np.testing.assert_array_equal(out, ref._merge_heads(head_out))
+    np.testing.assert_array_equal(stats, head_stats)
+    dout_heads = np.ascontiguousarray(ref._split_heads(dout, 1, NH)[0])
+    head_grads = C_.attention_backward(dout_heads, *heads, head_stats, is_causal)
+    np.testing.assert_array_equal(dqkv, np.concatenate([ref._merge_heads(g) for g in head_grads], axis=-1))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_causal_attention_gives_the_future_exactly_zero_weight(dtype):
     """Changing the keys and values after position t leaves every output up to t bit for bit unchanged,
@@ -261,6 +288,15 @@ def _bad_calls():
         (lambda: C_.attention_forward(q, np.swapaxes(z((2, 2, 3, 5)), -1, -2), q, True), ValueError, "k must be C-contiguous"),
         (lambda: C_.attention_backward(q, q, q, q, z((2, 2, 5)), True), ValueError, "stats has shape (2, 2, 5), expected (2, 2, 5, 2)"),
         (lambda: C_.attention_backward(q.astype(f32), q, q, q, stats, True), TypeError, "dout has dtype float32"),
+        (lambda: C_.self_attention_forward(z((2, 5, 8)), 2, True), ValueError, "qkv must be (B, T, 3C)"),
+        (lambda: C_.self_attention_forward(z((2, 5)), 1, True), ValueError, "qkv must be (B, T, 3C)"),
+        (lambda: C_.self_attention_forward(z((2, 5, 12)), 3, True), ValueError, "n_head must be >= 1 and divide C = 4, got 3"),
+        (lambda: C_.self_attention_forward(z((2, 5, 12)), 0, True), ValueError, "n_head must be >= 1"),
+        (lambda: C_.self_attention_forward(z((2, 5, 12))[:, ::-1], 2, True), ValueError, "qkv must be C-contiguous"),
+        (lambda: C_.self_attention_backward(z((2, 5, 3)), z((2, 5, 12)), z((2, 2, 5, 2)), 2, True), ValueError,
+         "dout has shape (2, 5, 3), expected (2, 5, 4)"),
+        (lambda: C_.self_attention_backward(z((2, 5, 4)), z((2, 5, 12)), z((2, 2, 5)), 2, True), ValueError,
+         "stats has shape (2, 2, 5), expected (2, 2, 5, 2)"),
         (lambda: C_.crossentropy_forward(logits, np.array([0, 1, 6, 2])), ValueError, "targets[2] = 6 is outside [0, 6)"),
         (lambda: C_.crossentropy_forward(logits, np.array([0, -1, 1, 2])), ValueError, "targets[1] = -1 is outside [0, 6)"),
         (lambda: C_.crossentropy_forward(logits, t.astype(np.int32)), TypeError, "targets must be int64, got int32"),
@@ -306,11 +342,14 @@ def test_inputs_are_left_untouched_and_outputs_are_fresh():
     logits, targets = randn(rng, (4, 8), np.float64), rng.integers(0, 8, 4)
     _, mean, rstd = C_.layernorm_forward(x, w, b, 1e-5)
     _, stats = C_.attention_forward(q, k, v, True)
+    qkv, x3 = randn(rng, (2, 5, 24), np.float64), randn(rng, (2, 5, 8), np.float64)
+    _, qkv_stats = C_.self_attention_forward(qkv, 2, True)
     _, cprobs = C_.crossentropy_forward(logits, targets)
     calls = [
         (C_.gelu_forward, (x,)), (C_.gelu_backward, (q, k)), (C_.layernorm_forward, (x, w, b, 1e-5)),
         (C_.layernorm_backward, (logits, x, w, mean, rstd)), (C_.attention_forward, (q, k, v, True)),
         (C_.attention_backward, (v, q, k, v, stats, True)),
+        (C_.self_attention_forward, (qkv, 2, True)), (C_.self_attention_backward, (x3, qkv, qkv_stats, 2, True)),
         (C_.crossentropy_forward, (logits, targets)), (C_.crossentropy_backward, (0.5, cprobs, targets)),
     ]
     for kernel, args in calls:

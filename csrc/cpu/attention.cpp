@@ -26,22 +26,22 @@ constexpr int64_t kRows = 8;
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// A head's (T, hs) block -> (T, hsp) rows times scale, zero-padded; rows T .. rows_p - 1 zero.
+// A head's T rows of hs numbers, row r at src + r * ld -> (rows_p, hsp) rows times scale, zero-padded.
 template <class T>
-static void pad_rows(T* __restrict dst, const T* __restrict src, int64_t T_, int64_t rows_p, int64_t hs,
+static void pad_rows(T* __restrict dst, const T* __restrict src, int64_t ld, int64_t T_, int64_t rows_p, int64_t hs,
                      int64_t hsp, T scale) {
     std::fill(dst, dst + rows_p * hsp, T(0));
     for (int64_t r = 0; r < T_; ++r)
-        for (int64_t d = 0; d < hs; ++d) dst[r * hsp + d] = src[r * hs + d] * scale;
+        for (int64_t d = 0; d < hs; ++d) dst[r * hsp + d] = src[r * ld + d] * scale;
 }
 
-// A head's (T, hs) block -> (hsp, Tp) transposed, zero-padded.
+// A head's T rows of hs numbers, row r at src + r * ld -> (hsp, Tp) transposed, zero-padded.
 template <class T>
-static void transpose_padded(T* __restrict dst, const T* __restrict src, int64_t T_, int64_t hs, int64_t hsp,
-                             int64_t Tp) {
+static void transpose_padded(T* __restrict dst, const T* __restrict src, int64_t ld, int64_t T_, int64_t hs,
+                             int64_t hsp, int64_t Tp) {
     std::fill(dst, dst + hsp * Tp, T(0));
     for (int64_t r = 0; r < T_; ++r)
-        for (int64_t d = 0; d < hs; ++d) dst[d * Tp + r] = src[r * hs + d];
+        for (int64_t d = 0; d < hs; ++d) dst[d * Tp + r] = src[r * ld + d];
 }
 
 // s[r, j] = sum_d a[r, d] bT[d, j] for the kRows rows r of a (kRows, hsp) and keys j < jend, a
@@ -126,24 +126,26 @@ static inline void block_lengths(int64_t* len, int64_t i0, int64_t T_, bool is_c
     for (int64_t r = 0; r < kRows; ++r) len[r] = i0 + r >= T_ ? 0 : (is_causal ? i0 + r + 1 : T_);
 }
 
-// rows (kRows, hsp) of a result -> the first hs columns of rows i0 .. of dst (T, hs), times scale
+// rows (kRows, hsp) of a result -> the first hs numbers of the head's rows i0 .. (row t at dst + t * ld), times scale
 template <class T>
-static void copy_out(T* dst, const T* rows, const int64_t* len, int64_t i0, int64_t hs, int64_t hsp, T scale) {
+static void copy_out(T* dst, int64_t ld, const T* rows, const int64_t* len, int64_t i0, int64_t hs, int64_t hsp,
+                     T scale) {
     for (int64_t r = 0; r < kRows && len[r] > 0; ++r)
-        for (int64_t d = 0; d < hs; ++d) dst[(i0 + r) * hs + d] = scale * rows[r * hsp + d];
+        for (int64_t d = 0; d < hs; ++d) dst[(i0 + r) * ld + d] = scale * rows[r * hsp + d];
 }
 
 template <class T>
 MINIGRAD_SIMD_CLONES static void forward_heads(T* out, T* stats, const T* q, const T* k, const T* v, int64_t begin,
-                                               int64_t end, int64_t T_, int64_t hs, bool is_causal) {
+                                               int64_t end, int64_t NH, int64_t T_, int64_t hs, HeadLayout in,
+                                               HeadLayout out_layout, bool is_causal) {
     HeadScratch<T> w(T_, hs);
     const int64_t hsp = w.hsp, Tp = w.Tp;
     const T scale = T(1) / std::sqrt(T(hs));
     for (int64_t h = begin; h < end; ++h) {
-        const int64_t off = h * T_ * hs;  // this head's (T, hs) blocks
-        pad_rows(w.qs.data(), q + off, T_, w.rows_p, hs, hsp, scale);
-        transpose_padded(w.kT.data(), k + off, T_, hs, hsp, Tp);
-        pad_rows(w.vp.data(), v + off, T_, w.rows_p, hs, hsp, T(1));
+        const int64_t off = in.offset(h, NH), out_off = out_layout.offset(h, NH);
+        pad_rows(w.qs.data(), q + off, in.row, T_, w.rows_p, hs, hsp, scale);
+        transpose_padded(w.kT.data(), k + off, in.row, T_, hs, hsp, Tp);
+        pad_rows(w.vp.data(), v + off, in.row, T_, w.rows_p, hs, hsp, T(1));
         for (int64_t i0 = 0; i0 < T_; i0 += kRows) {
             int64_t len[kRows];
             block_lengths(len, i0, T_, is_causal);
@@ -161,25 +163,26 @@ MINIGRAD_SIMD_CLONES static void forward_heads(T* out, T* stats, const T* q, con
                 stats[(h * T_ + i0 + r) * 2 + 1] = inv;
             }
             weighted_rows(w.out.data(), w.s.data(), w.vp.data(), len, hsp, Tp);  // P v
-            copy_out(out + off, w.out.data(), len, i0, hs, hsp, T(1));
+            copy_out(out + out_off, out_layout.row, w.out.data(), len, i0, hs, hsp, T(1));
         }
     }
 }
 
 template <class T>
 MINIGRAD_SIMD_CLONES static void backward_heads(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k,
-                                                const T* v, const T* stats, int64_t begin, int64_t end, int64_t T_,
-                                                int64_t hs, bool is_causal) {
+                                                const T* v, const T* stats, int64_t begin, int64_t end, int64_t NH,
+                                                int64_t T_, int64_t hs, HeadLayout in, HeadLayout out_layout,
+                                                bool is_causal) {
     HeadScratch<T> w(T_, hs);
     const int64_t hsp = w.hsp, Tp = w.Tp;
     const T scale = T(1) / std::sqrt(T(hs));
     for (int64_t h = begin; h < end; ++h) {
-        const int64_t off = h * T_ * hs;
-        pad_rows(w.qs.data(), q + off, T_, w.rows_p, hs, hsp, scale);  // q * scale, as in the forward
-        transpose_padded(w.kT.data(), k + off, T_, hs, hsp, Tp);
-        transpose_padded(w.vT.data(), v + off, T_, hs, hsp, Tp);
-        pad_rows(w.kp.data(), k + off, T_, w.rows_p, hs, hsp, T(1));
-        pad_rows(w.dop.data(), dout + off, T_, w.rows_p, hs, hsp, T(1));
+        const int64_t off = in.offset(h, NH), dout_off = out_layout.offset(h, NH);
+        pad_rows(w.qs.data(), q + off, in.row, T_, w.rows_p, hs, hsp, scale);  // q * scale, as in the forward
+        transpose_padded(w.kT.data(), k + off, in.row, T_, hs, hsp, Tp);
+        transpose_padded(w.vT.data(), v + off, in.row, T_, hs, hsp, Tp);
+        pad_rows(w.kp.data(), k + off, in.row, T_, w.rows_p, hs, hsp, T(1));
+        pad_rows(w.dop.data(), dout + dout_off, out_layout.row, T_, w.rows_p, hs, hsp, T(1));
         std::fill(w.dk.begin(), w.dk.end(), T(0));
         std::fill(w.dv.begin(), w.dv.end(), T(0));
         for (int64_t i0 = 0; i0 < T_; i0 += kRows) {
@@ -206,43 +209,45 @@ MINIGRAD_SIMD_CLONES static void backward_heads(T* dq, T* dk, T* dv, const T* do
                 std::fill(dsr + n, dsr + jend, T(0));
             }
             weighted_rows(w.out.data(), w.ds.data(), w.kp.data(), len, hsp, Tp);  // dS k
-            copy_out(dq + off, w.out.data(), len, i0, hs, hsp, scale);
+            copy_out(dq + off, in.row, w.out.data(), len, i0, hs, hsp, scale);
             add_weighted_columns(w.dk.data(), w.ds.data(), qs, len, hsp, Tp);  // dS^T (q scale)
             add_weighted_columns(w.dv.data(), w.s.data(), dob, len, hsp, Tp);  // P^T dout
         }
         for (int64_t j = 0; j < T_; ++j)
             for (int64_t d = 0; d < hs; ++d) {
-                dk[off + j * hs + d] = w.dk[j * hsp + d];
-                dv[off + j * hs + d] = w.dv[j * hsp + d];
+                dk[off + j * in.row + d] = w.dk[j * hsp + d];
+                dv[off + j * in.row + d] = w.dv[j * hsp + d];
             }
     }
 }
 
 template <class T>
-void attention_forward(T* out, T* stats, const T* q, const T* k, const T* v, int64_t BH, int64_t T_, int64_t hs,
-                       bool is_causal) {
+void attention_forward(T* out, T* stats, const T* q, const T* k, const T* v, int64_t B, int64_t NH, int64_t T_,
+                       int64_t hs, HeadLayout qkv_layout, HeadLayout out_layout, bool is_causal) {
+    const int64_t BH = B * NH;
     const double work_per_head = (is_causal ? 0.5 : 1.0) * double(T_) * double(T_) * (4.0 * double(hs) + 20.0);
     parallel_for(BH, num_chunks(BH, work_per_head), [=](int, int64_t begin, int64_t end) {
-        forward_heads(out, stats, q, k, v, begin, end, T_, hs, is_causal);
+        forward_heads(out, stats, q, k, v, begin, end, NH, T_, hs, qkv_layout, out_layout, is_causal);
     });
 }
 
 template <class T>
 void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* stats,
-                        int64_t BH, int64_t T_, int64_t hs, bool is_causal) {
+                        int64_t B, int64_t NH, int64_t T_, int64_t hs, HeadLayout qkv_layout, HeadLayout out_layout,
+                        bool is_causal) {
+    const int64_t BH = B * NH;
     const double work_per_head = (is_causal ? 0.5 : 1.0) * double(T_) * double(T_) * (12.0 * double(hs) + 28.0);
     parallel_for(BH, num_chunks(BH, work_per_head), [=](int, int64_t begin, int64_t end) {
-        backward_heads(dq, dk, dv, dout, q, k, v, stats, begin, end, T_, hs, is_causal);
+        backward_heads(dq, dk, dv, dout, q, k, v, stats, begin, end, NH, T_, hs, qkv_layout, out_layout, is_causal);
     });
 }
 
-template void attention_forward<float>(float*, float*, const float*, const float*, const float*, int64_t, int64_t,
-                                       int64_t, bool);
-template void attention_forward<double>(double*, double*, const double*, const double*, const double*, int64_t,
-                                        int64_t, int64_t, bool);
-template void attention_backward<float>(float*, float*, float*, const float*, const float*, const float*,
-                                        const float*, const float*, int64_t, int64_t, int64_t, bool);
-template void attention_backward<double>(double*, double*, double*, const double*, const double*, const double*,
-                                         const double*, const double*, int64_t, int64_t, int64_t, bool);
+#define MINIGRAD_ATTENTION(T)                                                                                      \
+    template void attention_forward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t,  \
+                                       HeadLayout, HeadLayout, bool);                                             \
+    template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t,    \
+                                        int64_t, int64_t, int64_t, HeadLayout, HeadLayout, bool);
+MINIGRAD_ATTENTION(float)
+MINIGRAD_ATTENTION(double)
 
 }  // namespace minigrad

@@ -3,21 +3,24 @@
 
 #include <cstdint>
 
+#include "head_layout.h"
+
 namespace minigrad {
 
-// For each of the BH = B*NH heads: S = q k^T / sqrt(hs), masked to -inf above the diagonal when
-// causal, P = softmax(S) along each row, out = P v; and stats[i] = (max_j S[i, j], 1 / sum_j
-// exp(S[i, j] - max)), all that the backward needs to rebuild P row by row, bit for bit (P itself,
-// (T, T) per head, is never stored). q, k, v, out (BH, T, hs); stats (BH, T, 2).
+// For each of the B*NH heads: S = q k^T / sqrt(hs), masked to -inf above the diagonal when causal,
+// P = softmax(S) along each row, out = P v; and stats[i] = (max_j S[i, j], 1 / sum_j exp(S[i, j] - max)),
+// all that the backward needs to rebuild P row by row, bit for bit (P itself, (T, T) per head, is
+// never stored). q, k, v laid out as qkv_layout, out as out_layout; stats (B, NH, T, 2).
 template <class T>
-void attention_forward(T* out, T* stats, const T* q, const T* k, const T* v, int64_t BH, int64_t T_, int64_t hs,
-                       bool is_causal);
+void attention_forward(T* out, T* stats, const T* q, const T* k, const T* v, int64_t B, int64_t NH, int64_t T_,
+                       int64_t hs, HeadLayout qkv_layout, HeadLayout out_layout, bool is_causal);
 
 // With P[i, j] = exp(S[i, j] - max_i) / sum_i recomputed from stats: dv = P^T dout, dP = dout v^T,
 // dS = P * (dP - rowsum(dP * P)), dq = dS k / sqrt(hs), dk = dS^T q / sqrt(hs).
-// dout, q, k, v, dq, dk, dv (BH, T, hs); stats (BH, T, 2); is_causal as in the forward.
+// q, k, v and dq, dk, dv laid out as qkv_layout; dout as out_layout; stats and is_causal as in the forward.
 template <class T>
 void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* stats,
-                        int64_t BH, int64_t T_, int64_t hs, bool is_causal);
+                        int64_t B, int64_t NH, int64_t T_, int64_t hs, HeadLayout qkv_layout, HeadLayout out_layout,
+                        bool is_causal);
 
 }  // namespace minigrad

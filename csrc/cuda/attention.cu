@@ -1,5 +1,5 @@
-// Causal self-attention over (BH, T, hs) heads, probabilities materialised as (BH, T, T) like the
-// reference. One block per row (head h, query i) forward; backward in two passes without atomics:
+// Causal self-attention over B*NH heads laid out as head_layout.h says, probabilities materialised as
+// (B, NH, T, T) like the reference. One block per row (head h, query i) forward; backward in two passes without atomics:
 // per query row (dS and dq), then per key row (dk and dv), so the result is deterministic.
 #include "cuda/common.cuh"
 
@@ -10,20 +10,22 @@ constexpr int kThreads = 128;
 // probs[h, i, :] = softmax(q_i k_j / sqrt(hs) over the keys j the query sees), zero beyond them;
 // out[h, i, :] = sum_j probs[h, i, j] v_j. Thread t owns the keys j = t, t + 128, ... of the row.
 template <class T>
-__global__ void attention_forward_kernel(T* out, T* probs, const T* q, const T* k, const T* v, int64_t T_,
-                                         int64_t hs, bool is_causal, T scale) {
+__global__ void attention_forward_kernel(T* out, T* probs, const T* q, const T* k, const T* v, int64_t NH,
+                                         int64_t T_, int64_t hs, HeadLayout in, HeadLayout out_layout,
+                                         bool is_causal, T scale) {
     __shared__ T red[32];
     const int64_t row = blockIdx.x;  // h * T + i
     const int64_t h = row / T_, i = row % T_;
-    const T* qi = q + row * hs;       // (hs,)
-    const T* kh = k + h * T_ * hs;    // (T, hs)
-    const T* vh = v + h * T_ * hs;    // (T, hs)
-    T* p = probs + row * T_;          // (T,): scores, then probabilities
+    const int64_t ld = in.row;                   // from one key (or value) row to the next
+    const T* qi = q + in.offset(h, NH) + i * ld;  // (hs,)
+    const T* kh = k + in.offset(h, NH);          // (T, hs), rows ld apart
+    const T* vh = v + in.offset(h, NH);
+    T* p = probs + row * T_;                     // (T,): scores, then probabilities
     const int64_t len = is_causal ? i + 1 : T_;  // keys this query sees
     T m = neg_inf<T>();
     for (int64_t j = threadIdx.x; j < len; j += blockDim.x) {
         T s = 0;
-        for (int64_t d = 0; d < hs; ++d) s += qi[d] * kh[j * hs + d];
+        for (int64_t d = 0; d < hs; ++d) s += qi[d] * kh[j * ld + d];
         p[j] = s * scale;
         m = dmax(m, p[j]);
     }
@@ -39,8 +41,8 @@ __global__ void attention_forward_kernel(T* out, T* probs, const T* q, const T* 
     __syncthreads();  // every p[j] of the row written before any thread reads them all
     for (int64_t d = threadIdx.x; d < hs; d += blockDim.x) {
         T o = 0;
-        for (int64_t j = 0; j < len; ++j) o += p[j] * vh[j * hs + d];
-        out[row * hs + d] = o;
+        for (int64_t j = 0; j < len; ++j) o += p[j] * vh[j * ld + d];
+        out[out_layout.offset(h, NH) + i * out_layout.row + d] = o;
     }
 }
 
@@ -48,14 +50,16 @@ __global__ void attention_forward_kernel(T* out, T* probs, const T* q, const T* 
 // dq_i = sum_j dS_ij k_j / sqrt(hs). Keys with P_ij = 0 (the masked future) give dS_ij = 0 exactly.
 template <class T>
 __global__ void attention_dq_kernel(T* dq, T* dscores, const T* dout, const T* k, const T* v, const T* probs,
-                                    int64_t T_, int64_t hs, T scale) {
+                                    int64_t NH, int64_t T_, int64_t hs, HeadLayout in, HeadLayout out_layout,
+                                    T scale) {
     __shared__ T red[32];
     __shared__ int len;  // 1 + the last key with a nonzero probability
     const int64_t row = blockIdx.x;
-    const int64_t h = row / T_;
-    const T* doi = dout + row * hs;  // (hs,)
-    const T* kh = k + h * T_ * hs;
-    const T* vh = v + h * T_ * hs;
+    const int64_t h = row / T_, i = row % T_;
+    const int64_t ld = in.row;
+    const T* doi = dout + out_layout.offset(h, NH) + i * out_layout.row;  // (hs,)
+    const T* kh = k + in.offset(h, NH);                                   // (T, hs), rows ld apart
+    const T* vh = v + in.offset(h, NH);
     const T* p = probs + row * T_;   // (T,)
     T* ds = dscores + row * T_;      // (T,): dP, then dS
     if (threadIdx.x == 0) len = 0;
@@ -64,7 +68,7 @@ __global__ void attention_dq_kernel(T* dq, T* dscores, const T* dout, const T* k
     for (int64_t j = threadIdx.x; j < T_; j += blockDim.x) {
         T dp = 0;
         if (p[j] != T(0)) {
-            for (int64_t d = 0; d < hs; ++d) dp += doi[d] * vh[j * hs + d];
+            for (int64_t d = 0; d < hs; ++d) dp += doi[d] * vh[j * ld + d];
             atomicMax(&len, static_cast<int>(j + 1));
         }
         ds[j] = dp;
@@ -75,19 +79,20 @@ __global__ void attention_dq_kernel(T* dq, T* dscores, const T* dout, const T* k
     __syncthreads();
     for (int64_t d = threadIdx.x; d < hs; d += blockDim.x) {
         T acc = 0;
-        for (int64_t j = 0; j < len; ++j) acc += ds[j] * kh[j * hs + d];
-        dq[row * hs + d] = acc * scale;
+        for (int64_t j = 0; j < len; ++j) acc += ds[j] * kh[j * ld + d];
+        dq[in.offset(h, NH) + i * ld + d] = acc * scale;
     }
 }
 
 // Pass 2, a block per key row j: dk_j = sum_i dS_ij q_i / sqrt(hs), dv_j = sum_i P_ij dout_i.
 template <class T>
 __global__ void attention_dkv_kernel(T* dk, T* dv, const T* dscores, const T* dout, const T* q, const T* probs,
-                                     int64_t T_, int64_t hs, T scale) {
+                                     int64_t NH, int64_t T_, int64_t hs, HeadLayout in, HeadLayout out_layout,
+                                     T scale) {
     const int64_t row = blockIdx.x;  // h * T + j
     const int64_t h = row / T_, j = row % T_;
-    const T* qh = q + h * T_ * hs;   // (T, hs)
-    const T* doh = dout + h * T_ * hs;
+    const T* qh = q + in.offset(h, NH);             // (T, hs), rows in.row apart
+    const T* doh = dout + out_layout.offset(h, NH);  // (T, hs), rows out_layout.row apart
     const T* ph = probs + h * T_ * T_;  // (T, T)
     const T* dsh = dscores + h * T_ * T_;
     for (int64_t d = threadIdx.x; d < hs; d += blockDim.x) {
@@ -95,44 +100,45 @@ __global__ void attention_dkv_kernel(T* dk, T* dv, const T* dscores, const T* do
         for (int64_t i = 0; i < T_; ++i) {
             const T pij = ph[i * T_ + j];
             if (pij == T(0)) continue;  // a query that does not see this key
-            acc_k += dsh[i * T_ + j] * qh[i * hs + d];
-            acc_v += pij * doh[i * hs + d];
+            acc_k += dsh[i * T_ + j] * qh[i * in.row + d];
+            acc_v += pij * doh[i * out_layout.row + d];
         }
-        dk[row * hs + d] = acc_k * scale;
-        dv[row * hs + d] = acc_v;
+        dk[in.offset(h, NH) + j * in.row + d] = acc_k * scale;
+        dv[in.offset(h, NH) + j * in.row + d] = acc_v;
     }
 }
 
 template <class T>
-int attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, int64_t BH, int64_t T_, int64_t hs,
-                      bool is_causal, Stream stream) {
-    if (BH * T_ == 0) return 0;
+int attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, int64_t B, int64_t NH, int64_t T_,
+                      int64_t hs, HeadLayout qkv_layout, HeadLayout out_layout, bool is_causal, Stream stream) {
+    if (B * NH * T_ == 0) return 0;
     const T scale = T(1) / sqrt(T(hs));
-    attention_forward_kernel<<<static_cast<unsigned>(BH * T_), kThreads, 0, as_stream(stream)>>>(
-        out, probs, q, k, v, T_, hs, is_causal, scale);
+    attention_forward_kernel<<<static_cast<unsigned>(B * NH * T_), kThreads, 0, as_stream(stream)>>>(
+        out, probs, q, k, v, NH, T_, hs, qkv_layout, out_layout, is_causal, scale);
     return static_cast<int>(cudaGetLastError());
 }
 
 template <class T>
 int attention_backward(T* dq, T* dk, T* dv, T* dscores, const T* dout, const T* q, const T* k, const T* v,
-                       const T* probs, int64_t BH, int64_t T_, int64_t hs, Stream stream) {
-    if (BH * T_ == 0) return 0;
+                       const T* probs, int64_t B, int64_t NH, int64_t T_, int64_t hs, HeadLayout qkv_layout,
+                       HeadLayout out_layout, Stream stream) {
+    if (B * NH * T_ == 0) return 0;
     const T scale = T(1) / sqrt(T(hs));
-    const auto rows = static_cast<unsigned>(BH * T_);
+    const auto rows = static_cast<unsigned>(B * NH * T_);
     const int dkv_threads = static_cast<int>(hs >= 128 ? 128 : (hs + 31) / 32 * 32);  // one thread per channel
-    attention_dq_kernel<<<rows, kThreads, 0, as_stream(stream)>>>(dq, dscores, dout, k, v, probs, T_, hs, scale);
-    attention_dkv_kernel<<<rows, dkv_threads, 0, as_stream(stream)>>>(dk, dv, dscores, dout, q, probs, T_, hs, scale);
+    attention_dq_kernel<<<rows, kThreads, 0, as_stream(stream)>>>(dq, dscores, dout, k, v, probs, NH, T_, hs,
+                                                                  qkv_layout, out_layout, scale);
+    attention_dkv_kernel<<<rows, dkv_threads, 0, as_stream(stream)>>>(dk, dv, dscores, dout, q, probs, NH, T_, hs,
+                                                                      qkv_layout, out_layout, scale);
     return static_cast<int>(cudaGetLastError());
 }
 
-template int attention_forward<float>(float*, float*, const float*, const float*, const float*, int64_t, int64_t,
-                                      int64_t, bool, Stream);
-template int attention_forward<double>(double*, double*, const double*, const double*, const double*, int64_t,
-                                       int64_t, int64_t, bool, Stream);
-template int attention_backward<float>(float*, float*, float*, float*, const float*, const float*, const float*,
-                                       const float*, const float*, int64_t, int64_t, int64_t, Stream);
-template int attention_backward<double>(double*, double*, double*, double*, const double*, const double*,
-                                        const double*, const double*, const double*, int64_t, int64_t, int64_t,
-                                        Stream);
+#define MINIGRAD_CUDA_ATTENTION(T)                                                                                \
+    template int attention_forward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t,  \
+                                      HeadLayout, HeadLayout, bool, Stream);                                     \
+    template int attention_backward<T>(T*, T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t, \
+                                       int64_t, int64_t, int64_t, HeadLayout, HeadLayout, Stream);
+MINIGRAD_CUDA_ATTENTION(float)
+MINIGRAD_CUDA_ATTENTION(double)
 
 }  // namespace minigrad::cuda

@@ -1,13 +1,15 @@
 // The CUDA launchers of minigrad._C_cuda, declared without CUDA headers so that bindings_cuda.cpp
 // (pybind11, compiled by the C++ compiler) never includes cuda_runtime.h.
 //
-// Every pointer is a device pointer to C-contiguous memory. `stream` is a cudaStream_t passed as an
+// Every pointer is a device pointer to C-contiguous memory (attention's heads may lie inside a larger one). `stream` is a cudaStream_t passed as an
 // integer (CuPy's current stream). Each launcher only enqueues work and returns a cudaError_t as an
 // int, 0 on success; error_string(code) says what it means. Same math as csrc/cpu/ and minigrad.kernels.
 #pragma once
 
 #include <cstdint>
 #include <string>
+
+#include "head_layout.h"
 
 namespace minigrad::cuda {
 
@@ -33,14 +35,17 @@ int gelu_forward(T* out, const T* x, int64_t n, Stream stream);
 template <class T>
 int gelu_backward(T* dx, const T* dout, const T* x, int64_t n, Stream stream);
 
-// Attention over BH heads: q, k, v, out (BH, T, hs), probs (BH, T, T).
+// Attention over B*NH heads: q, k, v laid out as qkv_layout, out as out_layout (head_layout.h: (B, NH, T, hs)
+// heads, or the heads side by side in qkv (B, T, 3C) and out (B, T, C)); probs (B, NH, T, T).
 template <class T>
-int attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, int64_t BH, int64_t T_, int64_t hs,
-                      bool is_causal, Stream stream);
-// dq, dk, dv (BH, T, hs); dscores (BH, T, T) is scratch the caller allocates (dS, between the two passes).
+int attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, int64_t B, int64_t NH, int64_t T_,
+                      int64_t hs, HeadLayout qkv_layout, HeadLayout out_layout, bool is_causal, Stream stream);
+// dq, dk, dv laid out as qkv_layout, dout as out_layout; dscores (B, NH, T, T) is scratch the caller allocates
+// (dS, between the two passes).
 template <class T>
 int attention_backward(T* dq, T* dk, T* dv, T* dscores, const T* dout, const T* q, const T* k, const T* v,
-                       const T* probs, int64_t BH, int64_t T_, int64_t hs, Stream stream);
+                       const T* probs, int64_t B, int64_t NH, int64_t T_, int64_t hs, HeadLayout qkv_layout,
+                       HeadLayout out_layout, Stream stream);
 
 // Softmax + cross-entropy over N rows of V logits: probs (N, V); loss (1,) the mean over the rows;
 // row_losses (N,) is scratch. A target outside [0, V) makes the loss NaN (it is never read out of bounds).
