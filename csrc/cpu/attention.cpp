@@ -48,7 +48,7 @@ static void transpose_padded(T* __restrict dst, const T* __restrict src, int64_t
 // multiple of W. bT (hsp, Tp), s (kRows, Tp). The forward and the backward both build scores
 // here, so the backward's P is the forward's bit for bit.
 template <class T>
-static inline void scores_block(T* __restrict s, const T* __restrict a, const T* __restrict bT, int64_t hsp,
+MINIGRAD_INLINE static void scores_block(T* __restrict s, const T* __restrict a, const T* __restrict bT, int64_t hsp,
                                 int64_t Tp, int64_t jend) {
     using S = Simd<T>;
     for (int64_t j0 = 0; j0 < jend; j0 += S::width) {
@@ -64,7 +64,7 @@ static inline void scores_block(T* __restrict s, const T* __restrict a, const T*
 // out[r, :] = sum_{j < len[r]} w[r, j] x[j, :] for the kRows rows; w (kRows, Tp), x (rows, hsp),
 // out (kRows, hsp). The keys every row sees run in one loop, each row's last few in a second.
 template <class T>
-static inline void weighted_rows(T* __restrict out, const T* __restrict w, const T* __restrict x,
+MINIGRAD_INLINE static void weighted_rows(T* __restrict out, const T* __restrict w, const T* __restrict x,
                                  const int64_t* len, int64_t hsp, int64_t Tp) {
     using S = Simd<T>;
     const int64_t shared = *std::min_element(len, len + kRows), longest = *std::max_element(len, len + kRows);
@@ -86,7 +86,7 @@ static inline void weighted_rows(T* __restrict out, const T* __restrict w, const
 // acc[j, :] += sum_{r : j < len[r]} w[r, j] y[r, :] for keys j < max len: the transposed product
 // (dk += dS^T q, dv += P^T dout). w (kRows, Tp), y (kRows, hsp), acc (rows, hsp).
 template <class T>
-static inline void add_weighted_columns(T* __restrict acc, const T* __restrict w, const T* __restrict y,
+MINIGRAD_INLINE static void add_weighted_columns(T* __restrict acc, const T* __restrict w, const T* __restrict y,
                                         const int64_t* len, int64_t hsp, int64_t Tp) {
     using S = Simd<T>;
     const int64_t shared = *std::min_element(len, len + kRows), longest = *std::max_element(len, len + kRows);
