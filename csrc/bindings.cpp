@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "bindings_checks.h"
 #include "cpu/adamw.h"
 #include "cpu/attention.h"
 #include "cpu/crossentropy.h"
@@ -25,11 +26,7 @@ namespace {
 
 // --- argument checks ----------------------------------------------------------------------------
 
-std::string shape_str(const Shape& s) {
-    std::string out = "(";
-    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-    return out + (s.size() == 1 ? ",)" : ")");
-}
+using minigrad::bindings::shape_str;
 
 Shape shape_of(const py::array& a) { return Shape(a.shape(), a.shape() + a.ndim()); }
 
@@ -277,24 +274,11 @@ py::tuple attention_backward(const py::object& dout_obj, const py::object& q_obj
     });
 }
 
-// qkv (B, T, 3C) as c_attn makes it, C = n_head * hs: returns (B, T, C, hs).
-std::tuple<int64_t, int64_t, int64_t, int64_t> qkv_dims(const py::array& qkv, int64_t n_head, const char* fn) {
-    const Shape s = shape_of(qkv);
-    if (qkv.ndim() != 3 || s[2] % 3 != 0)
-        throw py::value_error(std::string(fn) + ": qkv must be (B, T, 3C), q, k and v side by side, got shape " +
-                              shape_str(s));
-    const int64_t C = s[2] / 3;
-    if (n_head < 1 || C == 0 || C % n_head != 0)
-        throw py::value_error(std::string(fn) + ": n_head must be >= 1 and divide C = " + std::to_string(C) +
-                              ", got " + std::to_string(n_head));
-    return {s[0], s[1], C, C / n_head};
-}
-
 py::tuple self_attention_forward(const py::object& qkv_obj, int64_t n_head, bool is_causal) {
     const char* fn = "self_attention_forward";
     py::array qkv = as_array(qkv_obj, fn, "qkv");
     const Dtype d = float_dtype(qkv, fn, "qkv");
-    const auto [B, T_, C, hs] = qkv_dims(qkv, n_head, fn);
+    const auto [B, T_, C, hs] = minigrad::bindings::qkv_dims(shape_of(qkv), n_head, fn);
     return dispatch(d, [&, B = B, T_ = T_, C = C, hs = hs](auto zero) {
         using T = decltype(zero);
         py::array o = empty<T>({B, T_, C}), stats = empty<T>({B, n_head, T_, 2});
@@ -315,7 +299,7 @@ py::array self_attention_backward(const py::object& dout_obj, const py::object& 
     py::array qkv = as_array(qkv_obj, fn, "qkv");
     py::array dout = as_array(dout_obj, fn, "dout"), stats = as_array(stats_obj, fn, "stats");
     const Dtype d = float_dtype(qkv, fn, "qkv");
-    const auto [B, T_, C, hs] = qkv_dims(qkv, n_head, fn);
+    const auto [B, T_, C, hs] = minigrad::bindings::qkv_dims(shape_of(qkv), n_head, fn);
     for (auto [a, name, shape] : {std::tuple{&dout, "dout", Shape{B, T_, C}}, {&stats, "stats", Shape{B, n_head, T_, 2}}}) {
         check_same_dtype(*a, qkv, fn, name, "qkv");
         check_shape(*a, shape, fn, name);

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "bindings_checks.h"
 #include "cuda/kernels.h"
 
 namespace py = pybind11;
@@ -48,11 +49,7 @@ struct DeviceArray {
     }
 };
 
-std::string shape_str(const Shape& s) {
-    std::string out = "(";
-    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-    return out + (s.size() == 1 ? ",)" : ")");
-}
+using minigrad::bindings::shape_str;
 
 std::string type_name(const py::handle& obj) { return py::str(py::type::of(obj).attr("__name__")).cast<std::string>(); }
 
@@ -332,24 +329,11 @@ py::tuple attention_backward(const py::object& dout_obj, const py::object& q_obj
     return py::make_tuple(dq.obj, dk.obj, dv.obj);
 }
 
-// qkv (B, T, 3C) as c_attn makes it, C = n_head * hs: returns (B, T, C, hs).
-std::tuple<int64_t, int64_t, int64_t, int64_t> qkv_dims(const DeviceArray& qkv, int64_t n_head, const char* fn) {
-    const Shape& s = qkv.shape;
-    if (s.size() != 3 || s[2] % 3 != 0)
-        throw py::value_error(std::string(fn) + ": qkv must be (B, T, 3C), q, k and v side by side, got shape " +
-                              shape_str(s));
-    const int64_t C = s[2] / 3;
-    if (n_head < 1 || C == 0 || C % n_head != 0)
-        throw py::value_error(std::string(fn) + ": n_head must be >= 1 and divide C = " + std::to_string(C) +
-                              ", got " + std::to_string(n_head));
-    return {s[0], s[1], C, C / n_head};
-}
-
 py::tuple self_attention_forward(const py::object& qkv_obj, int64_t n_head, bool is_causal) {
     const char* fn = "self_attention_forward";
     const DeviceArray qkv = as_device_array(qkv_obj, fn, "qkv");
     const Dtype d = float_dtype(qkv, fn, "qkv");
-    const auto [B, T_, C, hs] = qkv_dims(qkv, n_head, fn);
+    const auto [B, T_, C, hs] = minigrad::bindings::qkv_dims(qkv.shape, n_head, fn);
     require_device(fn);
     const DeviceArray out = empty({B, T_, C}, d), probs = empty({B, n_head, T_, T_}, d);
     dispatch(d, [&, B = B, T_ = T_, C = C, hs = hs](auto zero) {
@@ -371,7 +355,7 @@ py::object self_attention_backward(const py::object& dout_obj, const py::object&
     const DeviceArray qkv = as_device_array(qkv_obj, fn, "qkv");
     const DeviceArray dout = as_device_array(dout_obj, fn, "dout"), probs = as_device_array(probs_obj, fn, "probs");
     const Dtype d = float_dtype(qkv, fn, "qkv");
-    const auto [B, T_, C, hs] = qkv_dims(qkv, n_head, fn);
+    const auto [B, T_, C, hs] = minigrad::bindings::qkv_dims(qkv.shape, n_head, fn);
     for (auto [a, name, shape] : {std::tuple{&dout, "dout", Shape{B, T_, C}}, {&probs, "probs", Shape{B, n_head, T_, T_}}}) {
         check_same_dtype(*a, qkv, fn, name, "qkv");
         check_shape(*a, shape, fn, name);
