@@ -46,7 +46,7 @@ static void transpose_padded(T* __restrict dst, const T* __restrict src, int64_t
 
 // s[r, j] = sum_d a[r, d] bT[d, j] for the kRows rows r of a (kRows, hsp) and keys j < jend, a
 // multiple of W. bT (hsp, Tp), s (kRows, Tp). The forward and the backward both build scores
-// here, so the backward's P is the forward's bit for bit.
+// here, so the backward's scores are the forward's bit for bit.
 template <class T>
 MINIGRAD_INLINE static void scores_block(T* __restrict s, const T* __restrict a, const T* __restrict bT, int64_t hsp,
                                 int64_t Tp, int64_t jend) {
@@ -126,12 +126,13 @@ static inline void block_lengths(int64_t* len, int64_t i0, int64_t T_, bool is_c
     for (int64_t r = 0; r < kRows; ++r) len[r] = i0 + r >= T_ ? 0 : (is_causal ? i0 + r + 1 : T_);
 }
 
-// rows (kRows, hsp) of a result -> the first hs numbers of the head's rows i0 .. (row t at dst + t * ld), times scale
+// rows (kRows, hsp) of a result -> the first hs numbers of the head's rows i0 .. (row t at dst + t * ld),
+// row r times scale[r]
 template <class T>
 static void copy_out(T* dst, int64_t ld, const T* rows, const int64_t* len, int64_t i0, int64_t hs, int64_t hsp,
-                     T scale) {
+                     const T* scale) {
     for (int64_t r = 0; r < kRows && len[r] > 0; ++r)
-        for (int64_t d = 0; d < hs; ++d) dst[(i0 + r) * ld + d] = scale * rows[r * hsp + d];
+        for (int64_t d = 0; d < hs; ++d) dst[(i0 + r) * ld + d] = scale[r] * rows[r * hsp + d];
 }
 
 template <class T>
@@ -151,19 +152,20 @@ MINIGRAD_SIMD_CLONES static void forward_heads(T* out, T* stats, const T* q, con
             block_lengths(len, i0, T_, is_causal);
             const int64_t jend = round_up(*std::max_element(len, len + kRows), Simd<T>::width);
             scores_block(w.s.data(), w.qs.data() + i0 * hsp, w.kT.data(), hsp, Tp, jend);
+            T inv[kRows];  // 1 / sum_j exp(S[i, j] - max) per row
             for (int64_t r = 0; r < kRows && len[r] > 0; ++r) {
                 T* __restrict pr = w.s.data() + r * Tp;
                 // NOTE: subtract the row max before exp, or exp overflows for large scores.
                 const T m = lane_max(pr, len[r]);
-                for (int64_t j = 0; j < len[r]; ++j) pr[j] = vexp(pr[j] - m);
-                const T inv = T(1) / lane_sum<T>(len[r], [pr](int64_t j) { return pr[j]; });
-                for (int64_t j = 0; j < len[r]; ++j) pr[j] *= inv;
-                // all the backward keeps of this row: with them it rebuilds P[i, :] bit for bit
+                // e_j = exp(S[i, j] - m) in place and summed in the same pass; P = e / sum is applied to
+                // the output row instead (one multiply per channel, not per key)
+                inv[r] = T(1) / lane_sum<T>(len[r], [pr, m](int64_t j) { return pr[j] = vexp(pr[j] - m); });
+                // all the backward keeps of this row: with them it rebuilds P[i, :] from the same scores
                 stats[(h * T_ + i0 + r) * 2] = m;
-                stats[(h * T_ + i0 + r) * 2 + 1] = inv;
+                stats[(h * T_ + i0 + r) * 2 + 1] = inv[r];
             }
-            weighted_rows(w.out.data(), w.s.data(), w.vp.data(), len, hsp, Tp);  // P v
-            copy_out(out + out_off, out_layout.row, w.out.data(), len, i0, hs, hsp, T(1));
+            weighted_rows(w.out.data(), w.s.data(), w.vp.data(), len, hsp, Tp);  // e v
+            copy_out(out + out_off, out_layout.row, w.out.data(), len, i0, hs, hsp, inv);  // (e v) / sum = P v
         }
     }
 }
@@ -201,15 +203,19 @@ MINIGRAD_SIMD_CLONES static void backward_heads(T* dq, T* dk, T* dv, const T* do
                 const int64_t n = len[r];
                 if (n > 0) {
                     const T m = stats[(h * T_ + i0 + r) * 2], inv = stats[(h * T_ + i0 + r) * 2 + 1];
-                    for (int64_t j = 0; j < n; ++j) pr[j] = vexp(pr[j] - m) * inv;
-                    const T dot = lane_sum<T>(n, [pr, dsr](int64_t j) { return dsr[j] * pr[j]; });
+                    // P[i, :] rebuilt in place, and sum_j dP P in the same pass
+                    const T dot = lane_sum<T>(n, [pr, dsr, m, inv](int64_t j) {
+                        return dsr[j] * (pr[j] = vexp(pr[j] - m) * inv);
+                    });
                     for (int64_t j = 0; j < n; ++j) dsr[j] = pr[j] * (dsr[j] - dot);  // dS[i, :]
                 }
                 std::fill(pr + n, pr + jend, T(0));  // the future (and rows past T) weigh nothing
                 std::fill(dsr + n, dsr + jend, T(0));
             }
             weighted_rows(w.out.data(), w.ds.data(), w.kp.data(), len, hsp, Tp);  // dS k
-            copy_out(dq + off, in.row, w.out.data(), len, i0, hs, hsp, scale);
+            T scales[kRows];
+            std::fill(scales, scales + kRows, scale);
+            copy_out(dq + off, in.row, w.out.data(), len, i0, hs, hsp, scales);
             add_weighted_columns(w.dk.data(), w.ds.data(), qs, len, hsp, Tp);  // dS^T (q scale)
             add_weighted_columns(w.dv.data(), w.s.data(), dob, len, hsp, Tp);  // P^T dout
         }
