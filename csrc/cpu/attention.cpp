@@ -83,26 +83,29 @@ MINIGRAD_INLINE static void weighted_rows(T* __restrict out, const T* __restrict
     }
 }
 
-// acc[j, :] += sum_{r : j < len[r]} w[r, j] y[r, :] for keys j < max len: the transposed product
-// (dk += dS^T q, dv += P^T dout). w (kRows, Tp), y (kRows, hsp), acc (rows, hsp).
+// The transposed products of the backward, both in one pass over the keys j < jend:
+// dk[j, :] += sum_r dS[r, j] qs[r, :] and dv[j, :] += sum_r P[r, j] dout[r, :] over the kRows rows of the
+// block. dS and P (kRows, Tp) are zero past each row's length, so every row can join every key: the
+// weights are exact zeros there, and qs, dout are the block's own rows, never a future one.
 template <class T>
-MINIGRAD_INLINE static void add_weighted_columns(T* __restrict acc, const T* __restrict w, const T* __restrict y,
-                                        const int64_t* len, int64_t hsp, int64_t Tp) {
+MINIGRAD_INLINE static void add_transposed_products(T* __restrict dk, T* __restrict dv, const T* __restrict ds,
+                                                    const T* __restrict p, const T* __restrict qs,
+                                                    const T* __restrict dout, int64_t jend, int64_t hsp, int64_t Tp) {
     using S = Simd<T>;
-    const int64_t shared = *std::min_element(len, len + kRows), longest = *std::max_element(len, len + kRows);
     for (int64_t d0 = 0; d0 < hsp; d0 += S::width) {
-        typename S::Vec yr[kRows];
-        for (int64_t r = 0; r < kRows; ++r) yr[r] = S::load(y + r * hsp + d0);
-        for (int64_t j = 0; j < shared; ++j) {
-            typename S::Vec sum = S::load(acc + j * hsp + d0);
-            for (int64_t r = 0; r < kRows; ++r) sum += w[r * Tp + j] * yr[r];
-            S::store(acc + j * hsp + d0, sum);
+        typename S::Vec q_rows[kRows], dout_rows[kRows];
+        for (int64_t r = 0; r < kRows; ++r) {
+            q_rows[r] = S::load(qs + r * hsp + d0);
+            dout_rows[r] = S::load(dout + r * hsp + d0);
         }
-        for (int64_t j = shared; j < longest; ++j) {
-            typename S::Vec sum = S::load(acc + j * hsp + d0);
-            for (int64_t r = 0; r < kRows; ++r)
-                if (j < len[r]) sum += w[r * Tp + j] * yr[r];
-            S::store(acc + j * hsp + d0, sum);
+        for (int64_t j = 0; j < jend; ++j) {
+            typename S::Vec sum_k = S::load(dk + j * hsp + d0), sum_v = S::load(dv + j * hsp + d0);
+            for (int64_t r = 0; r < kRows; ++r) {
+                sum_k += ds[r * Tp + j] * q_rows[r];
+                sum_v += p[r * Tp + j] * dout_rows[r];
+            }
+            S::store(dk + j * hsp + d0, sum_k);
+            S::store(dv + j * hsp + d0, sum_v);
         }
     }
 }
@@ -216,8 +219,8 @@ MINIGRAD_SIMD_CLONES static void backward_heads(T* dq, T* dk, T* dv, const T* do
             T scales[kRows];
             std::fill(scales, scales + kRows, scale);
             copy_out(dq + off, in.row, w.out.data(), len, i0, hs, hsp, scales);
-            add_weighted_columns(w.dk.data(), w.ds.data(), qs, len, hsp, Tp);  // dS^T (q scale)
-            add_weighted_columns(w.dv.data(), w.s.data(), dob, len, hsp, Tp);  // P^T dout
+            const int64_t longest = *std::max_element(len, len + kRows);
+            add_transposed_products(w.dk.data(), w.dv.data(), w.ds.data(), w.s.data(), qs, dob, longest, hsp, Tp);
         }
         for (int64_t j = 0; j < T_; ++j)
             for (int64_t d = 0; d < hs; ++d) {
