@@ -4,9 +4,9 @@ Two kinds live here:
 - composites of the primitive ops (softmax, log_softmax, embedding), whose backward the engine
   derives from the primitives';
 - Functions of their own: linear (so each product is one GEMM), and the fused cross_entropy,
-  layer_norm, gelu, scaled_dot_product_attention and self_attention, one graph node each, whose forward and
-  backward call ``backend.kernels_for(x)``: the C++ kernels on the CPU when they are built, else
-  the reference in ``minigrad.kernels``.
+  layer_norm, gelu, scaled_dot_product_attention and self_attention, one graph node each, whose
+  forward and backward call ``backend.kernels_for(x)``: the C++ kernels on the CPU when they are
+  built, else the reference in ``minigrad.kernels``.
 """
 
 from minigrad.backend import get_array_module, kernels_for
@@ -165,12 +165,14 @@ def scaled_dot_product_attention(q, k, v, is_causal=True):
 
 @register("self_attention", method=False)
 class SelfAttention(Function):
-    """Multi-head attention (causal by default) straight from the fused projection, as one node: qkv (B, T, 3C) is
-    [q | k | v], each n_head heads of hs = C / n_head side by side; out (B, T, C) has the heads side by
-    side again. The same as splitting the heads, scaled_dot_product_attention and merging them, without
-    the copies in between: the C++ kernel reads and writes each head where it lies."""
+    """Multi-head attention (causal by default) straight from the fused projection, as one node:
+    qkv (B, T, 3C) is [q | k | v], each n_head heads of hs = C / n_head side by side; out (B, T, C)
+    has the heads side by side again. The same as splitting the heads, scaled_dot_product_attention
+    and merging them, without the copies in between: the kernels read and write each head where it lies."""
 
     def forward(self, qkv, *, n_head, is_causal=True):
+        if not isinstance(n_head, int) or n_head < 1:
+            raise ValueError(f"self_attention: n_head must be a positive integer, got {n_head!r}")
         if qkv.ndim != 3 or qkv.shape[-1] % 3 or (qkv.shape[-1] // 3) % n_head:
             raise ValueError(f"self_attention: qkv must be (B, T, 3C) with C divisible by n_head={n_head}, "
                              f"got shape {qkv.shape}")

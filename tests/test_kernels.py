@@ -396,6 +396,20 @@ def test_backends_agree_through_functional(dtype):
 
 
 @pytest.mark.parametrize("kernel_backend", ["numpy", "cpp"], indirect=True)
+@pytest.mark.parametrize("shape, n_head, message", [
+    ((2, 5, 12), 0, "n_head must be a positive integer, got 0"),
+    ((2, 5, 12), 2.0, "n_head must be a positive integer, got 2.0"),
+    ((2, 5, 12), 3, r"qkv must be \(B, T, 3C\) with C divisible by n_head=3, got shape \(2, 5, 12\)"),
+    ((2, 5, 8), 1, r"got shape \(2, 5, 8\)"),
+    ((5, 12), 2, r"got shape \(5, 12\)"),
+])
+def test_self_attention_refuses_bad_shapes_in_one_line(kernel_backend, shape, n_head, message):
+    with pytest.raises(ValueError, match=message) as info:
+        F.self_attention(mg.Tensor(np.zeros(shape), requires_grad=True), n_head)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("kernel_backend", ["numpy", "cpp"], indirect=True)
 def test_gelu_of_a_0d_tensor_stays_0d(kernel_backend):
     x = mg.Tensor(np.array(0.5), requires_grad=True)
     y = F.gelu(x)
