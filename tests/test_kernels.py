@@ -210,6 +210,17 @@ def test_empty_inputs(dtype):
     ref_out, ref_probs = ref.attention_forward(q, q, q, True)
     close((out, stats), (ref_out, np.zeros((0, 2, 3, 2), dtype)), dtype)
     close(C_.attention_backward(q, q, q, q, stats, True), ref.attention_backward(q, q, q, q, ref_probs), dtype)
+    qkv = np.zeros((0, 3, 12), dtype)  # no sequences
+    out, stats = C_.self_attention_forward(qkv, 2, True)
+    ref_out, ref_probs = ref.self_attention_forward(qkv, 2, True)
+    close((out, stats), (ref_out, np.zeros((0, 2, 3, 2), dtype)), dtype)
+    dout = np.zeros(out.shape, dtype)
+    close(C_.self_attention_backward(dout, qkv, stats, 2, True), ref.self_attention_backward(dout, qkv, ref_probs, 2),
+          dtype)
+    qkv = np.zeros((2, 0, 12), dtype)  # sequences of length 0 (the reference's max over no keys refuses them)
+    out, stats = C_.self_attention_forward(qkv, 2, True)
+    assert out.shape == (2, 0, 4) and stats.shape == (2, 2, 0, 2)
+    assert C_.self_attention_backward(out, qkv, stats, 2, True).shape == (2, 0, 12)
 
 
 def test_the_thread_count_does_not_change_the_answer():
