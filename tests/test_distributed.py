@@ -65,12 +65,8 @@ def driver(tmp_path, name, *extra, ranks=None):
 
 
 @pytest.fixture
-def corpus(tmp_path):
-    rng = np.random.default_rng(0)
-    words = ["the ", "cat ", "sat ", "on ", "a ", "mat ", "and ", "dog ", "ran\n"]
-    path = tmp_path / "corpus.txt"
-    path.write_text("".join(rng.choice(words, 3000)))
-    return str(path)
+def corpus(make_corpus):
+    return make_corpus(3000)
 
 
 # --- without MPI: a single-process World, and mpi4py never imported --------------------------------

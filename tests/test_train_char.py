@@ -20,12 +20,8 @@ SMALL = ["--batch-size", "8", "--block-size", "16", "--n-layer", "1", "--n-head"
 
 
 @pytest.fixture
-def corpus(tmp_path):
-    rng = np.random.default_rng(0)
-    words = ["the ", "cat ", "sat ", "on ", "a ", "mat ", "and ", "dog ", "ran\n"]
-    path = tmp_path / "corpus.txt"
-    path.write_text("".join(rng.choice(words, 6000)))
-    return str(path)
+def corpus(make_corpus):
+    return make_corpus(6000)
 
 
 def run(args, capsys):
