@@ -239,7 +239,7 @@ py::tuple attention_forward(const py::object& q_obj, const py::object& k_obj, co
         py::array o = empty<T>(qs), stats = empty<T>(ss);
         {
             py::gil_scoped_release release;
-            const minigrad::HeadLayout heads{T_ * hs, 0, hs};  // (BH, T, hs) as BH batches of one head
+            const auto heads = minigrad::HeadLayout::heads_first(T_, hs);  // (BH, T, hs)
             minigrad::attention_forward(out<T>(o), out<T>(stats), in<T>(q), in<T>(k), in<T>(v), BH, 1, T_, hs, heads,
                                         heads, is_causal);
         }
@@ -266,7 +266,7 @@ py::tuple attention_backward(const py::object& dout_obj, const py::object& q_obj
         py::array dq = empty<T>(qs), dk = empty<T>(qs), dv = empty<T>(qs);
         {
             py::gil_scoped_release release;
-            const minigrad::HeadLayout heads{T_ * hs, 0, hs};
+            const auto heads = minigrad::HeadLayout::heads_first(T_, hs);
             minigrad::attention_backward(out<T>(dq), out<T>(dk), out<T>(dv), in<T>(dout), in<T>(q), in<T>(k),
                                          in<T>(v), in<T>(stats), BH, 1, T_, hs, heads, heads, is_causal);
         }
@@ -285,7 +285,8 @@ py::tuple self_attention_forward(const py::object& qkv_obj, int64_t n_head, bool
         {
             py::gil_scoped_release release;
             const T* q = in<T>(qkv);
-            const minigrad::HeadLayout qkv_heads{T_ * 3 * C, hs, 3 * C}, out_heads{T_ * C, hs, C};
+            const auto qkv_heads = minigrad::HeadLayout::side_by_side(T_, 3 * C, hs);
+            const auto out_heads = minigrad::HeadLayout::side_by_side(T_, C, hs);
             minigrad::attention_forward(out<T>(o), out<T>(stats), q, q + C, q + 2 * C, B, n_head, T_, hs, qkv_heads,
                                         out_heads, is_causal);
         }
@@ -300,7 +301,8 @@ py::array self_attention_backward(const py::object& dout_obj, const py::object& 
     py::array dout = as_array(dout_obj, fn, "dout"), stats = as_array(stats_obj, fn, "stats");
     const Dtype d = float_dtype(qkv, fn, "qkv");
     const auto [B, T_, C, hs] = minigrad::bindings::qkv_dims(shape_of(qkv), n_head, fn);
-    for (auto [a, name, shape] : {std::tuple{&dout, "dout", Shape{B, T_, C}}, {&stats, "stats", Shape{B, n_head, T_, 2}}}) {
+    for (auto [a, name, shape] :
+         {std::tuple{&dout, "dout", Shape{B, T_, C}}, {&stats, "stats", Shape{B, n_head, T_, 2}}}) {
         check_same_dtype(*a, qkv, fn, name, "qkv");
         check_shape(*a, shape, fn, name);
     }
@@ -311,7 +313,8 @@ py::array self_attention_backward(const py::object& dout_obj, const py::object& 
             py::gil_scoped_release release;
             const T* q = in<T>(qkv);
             T* dq = out<T>(dqkv);
-            const minigrad::HeadLayout qkv_heads{T_ * 3 * C, hs, 3 * C}, out_heads{T_ * C, hs, C};
+            const auto qkv_heads = minigrad::HeadLayout::side_by_side(T_, 3 * C, hs);
+            const auto out_heads = minigrad::HeadLayout::side_by_side(T_, C, hs);
             minigrad::attention_backward(dq, dq + C, dq + 2 * C, in<T>(dout), q, q + C, q + 2 * C, in<T>(stats), B,
                                          n_head, T_, hs, qkv_heads, out_heads, is_causal);
         }

@@ -289,7 +289,7 @@ py::tuple attention_forward(const py::object& q_obj, const py::object& k_obj, co
     const DeviceArray out = empty(q.shape, d), probs = empty(ps, d);
     dispatch(d, [&, BH = BH, T_ = T_, hs = hs](auto zero) {
         using T = decltype(zero);
-        const minigrad::HeadLayout heads{T_ * hs, 0, hs};  // (BH, T, hs) as BH batches of one head
+        const auto heads = minigrad::HeadLayout::heads_first(T_, hs);  // (BH, T, hs)
         check_launch(mc::attention_forward(out.data<T>(), probs.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(), BH,
                                            1, T_, hs, heads, heads, is_causal, current_stream()),
                      fn);
@@ -319,7 +319,7 @@ py::tuple attention_backward(const py::object& dout_obj, const py::object& q_obj
     const DeviceArray dscores = empty(ps, d);  // scratch: dS between the two passes
     dispatch(d, [&, BH = BH, T_ = T_, hs = hs](auto zero) {
         using T = decltype(zero);
-        const minigrad::HeadLayout heads{T_ * hs, 0, hs};
+        const auto heads = minigrad::HeadLayout::heads_first(T_, hs);
         check_launch(mc::attention_backward(dq.data<T>(), dk.data<T>(), dv.data<T>(), dscores.data<T>(),
                                             dout.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(), probs.data<T>(), BH,
                                             1, T_, hs, heads, heads, current_stream()),
@@ -339,7 +339,8 @@ py::tuple self_attention_forward(const py::object& qkv_obj, int64_t n_head, bool
     dispatch(d, [&, B = B, T_ = T_, C = C, hs = hs](auto zero) {
         using T = decltype(zero);
         const T* q = qkv.data<T>();
-        const minigrad::HeadLayout qkv_heads{T_ * 3 * C, hs, 3 * C}, out_heads{T_ * C, hs, C};
+        const auto qkv_heads = minigrad::HeadLayout::side_by_side(T_, 3 * C, hs);
+        const auto out_heads = minigrad::HeadLayout::side_by_side(T_, C, hs);
         check_launch(mc::attention_forward(out.data<T>(), probs.data<T>(), q, q + C, q + 2 * C, B, n_head, T_, hs,
                                            qkv_heads, out_heads, is_causal, current_stream()),
                      fn);
@@ -356,7 +357,8 @@ py::object self_attention_backward(const py::object& dout_obj, const py::object&
     const DeviceArray dout = as_device_array(dout_obj, fn, "dout"), probs = as_device_array(probs_obj, fn, "probs");
     const Dtype d = float_dtype(qkv, fn, "qkv");
     const auto [B, T_, C, hs] = minigrad::bindings::qkv_dims(qkv.shape, n_head, fn);
-    for (auto [a, name, shape] : {std::tuple{&dout, "dout", Shape{B, T_, C}}, {&probs, "probs", Shape{B, n_head, T_, T_}}}) {
+    for (auto [a, name, shape] :
+         {std::tuple{&dout, "dout", Shape{B, T_, C}}, {&probs, "probs", Shape{B, n_head, T_, T_}}}) {
         check_same_dtype(*a, qkv, fn, name, "qkv");
         check_shape(*a, shape, fn, name);
     }
@@ -366,7 +368,8 @@ py::object self_attention_backward(const py::object& dout_obj, const py::object&
         using T = decltype(zero);
         const T* q = qkv.data<T>();
         T* dq = dqkv.data<T>();
-        const minigrad::HeadLayout qkv_heads{T_ * 3 * C, hs, 3 * C}, out_heads{T_ * C, hs, C};
+        const auto qkv_heads = minigrad::HeadLayout::side_by_side(T_, 3 * C, hs);
+        const auto out_heads = minigrad::HeadLayout::side_by_side(T_, C, hs);
         check_launch(mc::attention_backward(dq, dq + C, dq + 2 * C, dscores.data<T>(), dout.data<T>(), q, q + C,
                                             q + 2 * C, probs.data<T>(), B, n_head, T_, hs, qkv_heads, out_heads,
                                             current_stream()),

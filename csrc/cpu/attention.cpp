@@ -48,8 +48,8 @@ static void transpose_padded(T* __restrict dst, const T* __restrict src, int64_t
 // multiple of W. bT (hsp, Tp), s (kRows, Tp). The forward and the backward both build scores
 // here, so the backward's scores are the forward's bit for bit.
 template <class T>
-MINIGRAD_INLINE static void scores_block(T* __restrict s, const T* __restrict a, const T* __restrict bT, int64_t hsp,
-                                int64_t Tp, int64_t jend) {
+MINIGRAD_INLINE static void scores_block(T* __restrict s, const T* __restrict a, const T* __restrict bT,
+                                         int64_t hsp, int64_t Tp, int64_t jend) {
     using S = Simd<T>;
     for (int64_t j0 = 0; j0 < jend; j0 += S::width) {
         typename S::Vec acc[kRows] = {};
@@ -65,7 +65,7 @@ MINIGRAD_INLINE static void scores_block(T* __restrict s, const T* __restrict a,
 // out (kRows, hsp). The keys every row sees run in one loop, each row's last few in a second.
 template <class T>
 MINIGRAD_INLINE static void weighted_rows(T* __restrict out, const T* __restrict w, const T* __restrict x,
-                                 const int64_t* len, int64_t hsp, int64_t Tp) {
+                                          const int64_t* len, int64_t hsp, int64_t Tp) {
     using S = Simd<T>;
     const int64_t shared = *std::min_element(len, len + kRows), longest = *std::max_element(len, len + kRows);
     for (int64_t d0 = 0; d0 < hsp; d0 += S::width) {
@@ -181,6 +181,8 @@ MINIGRAD_SIMD_CLONES static void backward_heads(T* dq, T* dk, T* dv, const T* do
     HeadScratch<T> w(T_, hs);
     const int64_t hsp = w.hsp, Tp = w.Tp;
     const T scale = T(1) / std::sqrt(T(hs));
+    T scales[kRows];  // dq's rows are all scaled alike
+    std::fill(scales, scales + kRows, scale);
     for (int64_t h = begin; h < end; ++h) {
         const int64_t off = in.offset(h, NH), dout_off = out_layout.offset(h, NH);
         pad_rows(w.qs.data(), q + off, in.row, T_, w.rows_p, hs, hsp, scale);  // q * scale, as in the forward
@@ -193,7 +195,8 @@ MINIGRAD_SIMD_CLONES static void backward_heads(T* dq, T* dk, T* dv, const T* do
         for (int64_t i0 = 0; i0 < T_; i0 += kRows) {
             int64_t len[kRows];
             block_lengths(len, i0, T_, is_causal);
-            const int64_t jend = round_up(*std::max_element(len, len + kRows), Simd<T>::width);
+            const int64_t longest = *std::max_element(len, len + kRows);
+            const int64_t jend = round_up(longest, Simd<T>::width);
             const T* qs = w.qs.data() + i0 * hsp;    // (kRows, hsp)
             const T* dob = w.dop.data() + i0 * hsp;  // (kRows, hsp)
             // P again, the forward's way, from the scores and each row's max and 1/sum: a second
@@ -216,10 +219,7 @@ MINIGRAD_SIMD_CLONES static void backward_heads(T* dq, T* dk, T* dv, const T* do
                 std::fill(dsr + n, dsr + jend, T(0));
             }
             weighted_rows(w.out.data(), w.ds.data(), w.kp.data(), len, hsp, Tp);  // dS k
-            T scales[kRows];
-            std::fill(scales, scales + kRows, scale);
             copy_out(dq + off, in.row, w.out.data(), len, i0, hs, hsp, scales);
-            const int64_t longest = *std::max_element(len, len + kRows);
             add_transposed_products(w.dk.data(), w.dv.data(), w.ds.data(), w.s.data(), qs, dob, longest, hsp, Tp);
         }
         for (int64_t j = 0; j < T_; ++j)

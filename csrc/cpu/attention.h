@@ -10,7 +10,8 @@ namespace minigrad {
 // For each of the B*NH heads: S = q k^T / sqrt(hs), masked to -inf above the diagonal when causal,
 // P = softmax(S) along each row, out = P v; and stats[i] = (max_j S[i, j], 1 / sum_j exp(S[i, j] - max)),
 // all that the backward needs to rebuild P row by row from the same scores, bit for bit (P itself,
-// (T, T) per head, is never stored; the forward applies 1/sum to out's row, not to P's). q, k, v laid out as qkv_layout, out as out_layout; stats (B, NH, T, 2).
+// (T, T) per head, is never stored; the forward applies 1/sum to out's row, not to P's).
+// q, k, v laid out as qkv_layout, out as out_layout; stats (B, NH, T, 2).
 template <class T>
 void attention_forward(T* out, T* stats, const T* q, const T* k, const T* v, int64_t B, int64_t NH, int64_t T_,
                        int64_t hs, HeadLayout qkv_layout, HeadLayout out_layout, bool is_causal);

@@ -1,6 +1,7 @@
 // Causal self-attention over B*NH heads laid out as head_layout.h says, probabilities materialised as
-// (B, NH, T, T) like the reference. One block per row (head h, query i) forward; backward in two passes without atomics:
-// per query row (dS and dq), then per key row (dk and dv), so the result is deterministic.
+// (B, NH, T, T) like the reference. One block per row (head h, query i) forward; backward in two
+// passes without atomics: per query row (dS and dq), then per key row (dk and dv), so the result
+// is deterministic.
 #include "cuda/common.cuh"
 
 namespace minigrad::cuda {

@@ -1,9 +1,10 @@
 // The CUDA launchers of minigrad._C_cuda, declared without CUDA headers so that bindings_cuda.cpp
 // (pybind11, compiled by the C++ compiler) never includes cuda_runtime.h.
 //
-// Every pointer is a device pointer to C-contiguous memory (attention's heads may lie inside a larger one). `stream` is a cudaStream_t passed as an
-// integer (CuPy's current stream). Each launcher only enqueues work and returns a cudaError_t as an
-// int, 0 on success; error_string(code) says what it means. Same math as csrc/cpu/ and minigrad.kernels.
+// Every pointer is a device pointer to C-contiguous memory (attention's heads may lie inside a
+// larger one). `stream` is a cudaStream_t passed as an integer (CuPy's current stream). Each launcher
+// only enqueues work and returns a cudaError_t as an int, 0 on success; error_string(code) says what
+// it means. Same math as csrc/cpu/ and minigrad.kernels.
 #pragma once
 
 #include <cstdint>
