@@ -163,6 +163,27 @@ def test_causal_attention_gives_the_future_exactly_zero_weight(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_causal_attention_keeps_a_nan_in_the_future_out_of_the_past(dtype):
+    """NaN keys and values after position t: the outputs up to t and their q gradients are bit for bit
+    those of clean inputs (the kernel masks the future's lanes; 0 * NaN would be NaN)."""
+    rng = np.random.default_rng(10)
+    q, k, v = (randn(rng, (2, 3, 40, 16), dtype) for _ in range(3))  # 40 keys: whole and part vectors
+    t = 20
+    dout = np.zeros_like(q)
+    dout[..., :t + 1, :] = randn(rng, (2, 3, t + 1, 16), dtype)
+    out, stats = C_.attention_forward(q, k, v, True)
+    dq = C_.attention_backward(dout, q, k, v, stats, True)[0]
+    k2, v2 = k.copy(), v.copy()
+    k2[..., t + 1:, :] = np.nan
+    v2[..., t + 1:, :] = np.nan
+    out2, stats2 = C_.attention_forward(q, k2, v2, True)
+    np.testing.assert_array_equal(out2[..., :t + 1, :], out[..., :t + 1, :])
+    np.testing.assert_array_equal(stats2[..., :t + 1, :], stats[..., :t + 1, :])
+    dq2 = C_.attention_backward(dout, q, k2, v2, stats2, True)[0]
+    np.testing.assert_array_equal(dq2[..., :t + 1, :], dq[..., :t + 1, :])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("N, V", [(1, 1), (1, 65), (37, 65), (5, 1000), (300, 65)])
 @pytest.mark.parametrize("scale", [1.0, 1e4])  # 1e4: logits of +-1e4, where exp overflows without the shift
 def test_crossentropy(N, V, dtype, scale):

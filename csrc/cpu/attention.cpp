@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <vector>
 
 #include "cpu/threads.h"
@@ -35,13 +37,47 @@ static void pad_rows(T* __restrict dst, const T* __restrict src, int64_t ld, int
         for (int64_t d = 0; d < hs; ++d) dst[r * hsp + d] = src[r * ld + d] * scale;
 }
 
-// A head's T rows of hs numbers, row r at src + r * ld -> (hsp, Tp) transposed, zero-padded.
+// rows[i][l] -> rows[l][i] for a W x W block held in W vectors. Each step swaps the off-diagonal
+// h x h blocks of every 2h x 2h block, h = W/2, ..., 2, 1: two-vector lane shuffles (one AVX-512
+// instruction each), W log2(W) of them instead of W^2 single-number moves.
 template <class T>
-static void transpose_padded(T* __restrict dst, const T* __restrict src, int64_t ld, int64_t T_, int64_t hs,
-                             int64_t hsp, int64_t Tp) {
-    std::fill(dst, dst + hsp * Tp, T(0));
-    for (int64_t r = 0; r < T_; ++r)
-        for (int64_t d = 0; d < hs; ++d) dst[d * Tp + r] = src[r * ld + d];
+MINIGRAD_INLINE static void transpose_block(typename Simd<T>::Vec* rows) {
+    using S = Simd<T>;
+#if defined(__clang__) || !defined(__GNUC__)
+    T a[S::width][S::width];  // no __builtin_shuffle: one number at a time
+    std::memcpy(a, rows, sizeof a);
+    for (int i = 0; i < S::width; ++i)
+        for (int l = 0; l < S::width; ++l) rows[l][i] = a[i][l];
+#else
+#pragma GCC unroll 8
+    for (int h = S::width / 2; h > 0; h /= 2) {
+        typename S::Mask keep_low, keep_high;  // lanes of (a, b) for new rows i and i + h (b's lane l is W + l)
+        for (int l = 0; l < S::width; ++l) {
+            keep_low[l] = (l & h) ? S::width + l - h : l;
+            keep_high[l] = (l & h) ? S::width + l : l + h;
+        }
+#pragma GCC unroll 16
+        for (int i = 0; i < S::width; ++i)
+            if (!(i & h)) {
+                const typename S::Vec a = rows[i], b = rows[i + h];
+                rows[i] = __builtin_shuffle(a, b, keep_low);
+                rows[i + h] = __builtin_shuffle(a, b, keep_high);
+            }
+    }
+#endif
+}
+
+// A head's padded rows (Tp rounded up to W, hsp) -> (hsp, Tp) transposed, W x W blocks at a time.
+template <class T>
+MINIGRAD_INLINE static void transpose_rows(T* __restrict dst, const T* __restrict src, int64_t hsp, int64_t Tp) {
+    using S = Simd<T>;
+    typename S::Vec block[S::width];
+    for (int64_t r0 = 0; r0 < Tp; r0 += S::width)
+        for (int64_t d0 = 0; d0 < hsp; d0 += S::width) {
+            for (int i = 0; i < S::width; ++i) block[i] = S::load(src + (r0 + i) * hsp + d0);
+            transpose_block<T>(block);
+            for (int i = 0; i < S::width; ++i) S::store(dst + (d0 + i) * Tp + r0, block[i]);
+        }
 }
 
 // s[r, j] = sum_d a[r, d] bT[d, j] for the kRows rows r of a (kRows, hsp) and keys j < jend, a
@@ -111,7 +147,8 @@ MINIGRAD_INLINE static void add_transposed_products(T* __restrict dk, T* __restr
 }
 
 // The scratch one thread needs for one head at a time, padded as described at the top:
-// rows_p = T rounded up to kRows (whole blocks of queries), Tp = T rounded up to W.
+// Tp = T rounded up to W; rows_p = T rounded up to both kRows (whole blocks of queries) and W (whole
+// blocks to transpose): both are powers of two, so to the larger.
 template <class T>
 struct HeadScratch {
     int64_t hsp, Tp, rows_p;
@@ -119,7 +156,7 @@ struct HeadScratch {
     std::vector<T> s, ds, out;               // (kRows, Tp): scores then P; dP then dS. (kRows, hsp): a result
     std::vector<T> dk, dv;                   // (rows_p, hsp): the sums for dk and dv
     HeadScratch(int64_t T_, int64_t hs)
-        : hsp(round_up(hs, Simd<T>::width)), Tp(round_up(T_, Simd<T>::width)), rows_p(round_up(T_, kRows)),
+        : hsp(round_up(hs, Simd<T>::width)), Tp(round_up(T_, Simd<T>::width)), rows_p(round_up(T_, std::max<int64_t>(kRows, Simd<T>::width))),
           qs(rows_p * hsp), kT(hsp * Tp), vT(hsp * Tp), kp(rows_p * hsp), vp(rows_p * hsp), dop(rows_p * hsp),
           s(kRows * Tp), ds(kRows * Tp), out(kRows * hsp), dk(rows_p * hsp), dv(rows_p * hsp) {}
 };
@@ -138,6 +175,47 @@ static void copy_out(T* dst, int64_t ld, const T* rows, const int64_t* len, int6
         for (int64_t d = 0; d < hs; ++d) dst[(i0 + r) * ld + d] = scale[r] * rows[r * hsp + d];
 }
 
+// max_{j < n} s[j] for n >= 1, W lanes at a time; s[n .. n rounded up to W) is scratch, set to -inf
+// here (a NaN may or may not win, as in any max).
+template <class T>
+MINIGRAD_INLINE static T row_max(T* s, int64_t n) {
+    using S = Simd<T>;
+    const int64_t n_vec = round_up(n, S::width);
+    std::fill(s + n, s + n_vec, -std::numeric_limits<T>::infinity());
+    typename S::Vec acc = S::load(s);
+    for (int64_t j0 = S::width; j0 < n_vec; j0 += S::width) acc = S::max(S::load(s + j0), acc);
+    return S::max(acc);
+}
+
+// s[j] = exp(s[j] - m) for j < n, 0 for the rest of the last vector; returns the sum of the exps.
+template <class T>
+MINIGRAD_INLINE static T exp_row(T* s, int64_t n, T m) {
+    using S = Simd<T>;
+    const int64_t n_vec = round_up(n, S::width);
+    for (int64_t j0 = 0; j0 < n_vec; j0 += S::width) S::store(s + j0, S::exp(S::load(s + j0) - m));
+    std::fill(s + n, s + n_vec, T(0));
+    typename S::Vec sum = {};
+    for (int64_t j0 = 0; j0 < n_vec; j0 += S::width) sum += S::load(s + j0);
+    return S::sum(sum);
+}
+
+// One row of the softmax's backward, for j < jend (a multiple of W): p[j] = exp(s[j] - m) * inv
+// rebuilds P from the scores in place, and dp (dP) becomes dS = P (dP - sum_j dP P); both are 0 from n
+// on (dP is zeroed there before it is used, so a NaN in the future cannot reach the sums).
+template <class T>
+MINIGRAD_INLINE static void softmax_backward_row(T* __restrict p, T* __restrict dp, int64_t n, int64_t jend, T m,
+                                                 T inv) {
+    using S = Simd<T>;
+    const int64_t n_vec = round_up(n, S::width);
+    for (int64_t j0 = 0; j0 < n_vec; j0 += S::width) S::store(p + j0, S::exp(S::load(p + j0) - m) * inv);
+    std::fill(p + n, p + jend, T(0));
+    std::fill(dp + n, dp + jend, T(0));
+    typename S::Vec dot = {};
+    for (int64_t j0 = 0; j0 < n_vec; j0 += S::width) dot += S::load(dp + j0) * S::load(p + j0);
+    const T d = S::sum(dot);
+    for (int64_t j0 = 0; j0 < n_vec; j0 += S::width) S::store(dp + j0, S::load(p + j0) * (S::load(dp + j0) - d));
+}
+
 template <class T>
 MINIGRAD_SIMD_CLONES static void forward_heads(T* out, T* stats, const T* q, const T* k, const T* v, int64_t begin,
                                                int64_t end, int64_t NH, int64_t T_, int64_t hs, HeadLayout in,
@@ -148,7 +226,8 @@ MINIGRAD_SIMD_CLONES static void forward_heads(T* out, T* stats, const T* q, con
     for (int64_t h = begin; h < end; ++h) {
         const int64_t off = in.offset(h, NH), out_off = out_layout.offset(h, NH);
         pad_rows(w.qs.data(), q + off, in.row, T_, w.rows_p, hs, hsp, scale);
-        transpose_padded(w.kT.data(), k + off, in.row, T_, hs, hsp, Tp);
+        pad_rows(w.kp.data(), k + off, in.row, T_, w.rows_p, hs, hsp, T(1));
+        transpose_rows(w.kT.data(), w.kp.data(), hsp, Tp);
         pad_rows(w.vp.data(), v + off, in.row, T_, w.rows_p, hs, hsp, T(1));
         for (int64_t i0 = 0; i0 < T_; i0 += kRows) {
             int64_t len[kRows];
@@ -159,10 +238,10 @@ MINIGRAD_SIMD_CLONES static void forward_heads(T* out, T* stats, const T* q, con
             for (int64_t r = 0; r < kRows && len[r] > 0; ++r) {
                 T* __restrict pr = w.s.data() + r * Tp;
                 // NOTE: subtract the row max before exp, or exp overflows for large scores.
-                const T m = lane_max(pr, len[r]);
+                const T m = row_max(pr, len[r]);
                 // e_j = exp(S[i, j] - m) in place and summed in the same pass; P = e / sum is applied to
                 // the output row instead (one multiply per channel, not per key)
-                inv[r] = T(1) / lane_sum<T>(len[r], [pr, m](int64_t j) { return pr[j] = vexp(pr[j] - m); });
+                inv[r] = T(1) / exp_row(pr, len[r], m);
                 // all the backward keeps of this row: with them it rebuilds P[i, :] from the same scores
                 stats[(h * T_ + i0 + r) * 2] = m;
                 stats[(h * T_ + i0 + r) * 2 + 1] = inv[r];
@@ -186,9 +265,10 @@ MINIGRAD_SIMD_CLONES static void backward_heads(T* dq, T* dk, T* dv, const T* do
     for (int64_t h = begin; h < end; ++h) {
         const int64_t off = in.offset(h, NH), dout_off = out_layout.offset(h, NH);
         pad_rows(w.qs.data(), q + off, in.row, T_, w.rows_p, hs, hsp, scale);  // q * scale, as in the forward
-        transpose_padded(w.kT.data(), k + off, in.row, T_, hs, hsp, Tp);
-        transpose_padded(w.vT.data(), v + off, in.row, T_, hs, hsp, Tp);
         pad_rows(w.kp.data(), k + off, in.row, T_, w.rows_p, hs, hsp, T(1));
+        pad_rows(w.vp.data(), v + off, in.row, T_, w.rows_p, hs, hsp, T(1));
+        transpose_rows(w.kT.data(), w.kp.data(), hsp, Tp);
+        transpose_rows(w.vT.data(), w.vp.data(), hsp, Tp);
         pad_rows(w.dop.data(), dout + dout_off, out_layout.row, T_, w.rows_p, hs, hsp, T(1));
         std::fill(w.dk.begin(), w.dk.end(), T(0));
         std::fill(w.dv.begin(), w.dv.end(), T(0));
@@ -204,19 +284,9 @@ MINIGRAD_SIMD_CLONES static void backward_heads(T* dq, T* dk, T* dv, const T* do
             scores_block(w.s.data(), qs, w.kT.data(), hsp, Tp, jend);
             scores_block(w.ds.data(), dob, w.vT.data(), hsp, Tp, jend);  // dP = dout v^T
             for (int64_t r = 0; r < kRows; ++r) {
-                T* __restrict pr = w.s.data() + r * Tp;
-                T* __restrict dsr = w.ds.data() + r * Tp;
-                const int64_t n = len[r];
-                if (n > 0) {
-                    const T m = stats[(h * T_ + i0 + r) * 2], inv = stats[(h * T_ + i0 + r) * 2 + 1];
-                    // P[i, :] rebuilt in place, and sum_j dP P in the same pass
-                    const T dot = lane_sum<T>(n, [pr, dsr, m, inv](int64_t j) {
-                        return dsr[j] * (pr[j] = vexp(pr[j] - m) * inv);
-                    });
-                    for (int64_t j = 0; j < n; ++j) dsr[j] = pr[j] * (dsr[j] - dot);  // dS[i, :]
-                }
-                std::fill(pr + n, pr + jend, T(0));  // the future (and rows past T) weigh nothing
-                std::fill(dsr + n, dsr + jend, T(0));
+                const T* row_stats = stats + (h * T_ + std::min(i0 + r, T_ - 1)) * 2;  // rows past T: n = 0
+                softmax_backward_row(w.s.data() + r * Tp, w.ds.data() + r * Tp, len[r], jend, row_stats[0],
+                                     row_stats[1]);
             }
             weighted_rows(w.out.data(), w.ds.data(), w.kp.data(), len, hsp, Tp);  // dS k
             copy_out(dq + off, in.row, w.out.data(), len, i0, hs, hsp, scales);
