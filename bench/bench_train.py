@@ -6,10 +6,16 @@
 
 A step is what train_char.py does: get_batch, forward, cross-entropy, zero_grad, backward, global-norm
 clipping, AdamW. Each library runs in its own subprocess (so that peak memory is its own and thread
-settings apply from the start), alternately for --rounds rounds, after warm-up steps; the table shows
-tokens/s (median of the timed steps, with min and max), the ratio minigrad / PyTorch, peak resident
-memory, and the share of this machine's float32 matmul rate (a large NumPy matmul timed in this run)
-that each step reaches. PyTorch is optional: without it only minigrad's numbers are printed.
+settings apply from the start); both stay alive, and after their warm-up steps they take turns, --steps
+steps at a time, for --rounds rounds (the first to go alternates), while the other waits idle. The table
+shows tokens/s (median of all timed steps, with min and max), peak resident memory, and the share of
+this machine's float32 matmul rate (a large NumPy matmul timed in this run) that each step reaches.
+
+The ratio minigrad / PyTorch is the median over rounds of each round's ratio (median step time of
+PyTorch's turn over minigrad's): the two turns of a round are seconds apart, so a shared machine that
+slows down for a while slows both sides of the rounds it touches, where one ratio of overall medians
+moves with whichever library it happened to hit. Its spread over the rounds is printed beside it.
+PyTorch is optional: without it only minigrad's numbers are printed.
 """
 
 import argparse
@@ -47,7 +53,7 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def worker_minigrad(cfg, steps, warmup):
+def worker_minigrad(cfg):
     import minigrad as mg  # before NumPy, as train_char.py: it sets OpenBLAS's thread spin time
     import numpy as np
     from minigrad.data import get_batch
@@ -69,10 +75,10 @@ def worker_minigrad(cfg, steps, warmup):
         clip_grad_norm_(params, 1.0)
         opt.step()
 
-    return time_steps(step, steps, warmup), {"version": mg.__version__, "kernels": mg.get_backend()}
+    return step, {"version": mg.__version__, "kernels": mg.get_backend()}
 
 
-def worker_torch(cfg, steps, warmup, threads):
+def worker_torch(cfg, threads):
     import numpy as np
     import torch
 
@@ -98,12 +104,10 @@ def worker_torch(cfg, steps, warmup, threads):
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
 
-    return time_steps(step, steps, warmup), {"version": torch.__version__}
+    return step, {"version": torch.__version__}
 
 
-def time_steps(step, steps, warmup):
-    for _ in range(warmup):
-        step()
+def time_steps(step, steps):
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -112,17 +116,51 @@ def time_steps(step, steps, warmup):
     return times
 
 
-def run_worker(library, cfg, steps, warmup, threads):
-    """One worker subprocess; returns its step times, versions and peak RSS."""
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "MINIGRAD_NUM_THREADS"):
-        env[var] = str(threads)
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", library, "--worker-config", json.dumps(cfg),
-           "--steps", str(steps), "--warmup", str(warmup), "--threads", str(threads)]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{library} worker failed:\n{result.stderr.strip()}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+def serve(step, meta, warmup):
+    """The worker's side of the turns: warm up, say so, then on stdin "run N" time N steps and print
+    their times (one JSON line); "done" prints the versions and the peak RSS and ends the worker."""
+    for _ in range(warmup):
+        step()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.startswith("run "):
+            print(json.dumps(time_steps(step, int(line.split()[1]))), flush=True)
+        elif line.strip() == "done":
+            print(json.dumps({"meta": meta, "peak_rss_mib": peak_rss_mib()}), flush=True)
+            return
+
+
+class Worker:
+    """One library's worker subprocess, driven turn by turn from the parent."""
+
+    def __init__(self, library, cfg, warmup, threads):
+        env = dict(os.environ)
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "MINIGRAD_NUM_THREADS"):
+            env[var] = str(threads)
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", library, "--worker-config", json.dumps(cfg),
+               "--warmup", str(warmup), "--threads", str(threads)]
+        self.library = library
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self._read()  # "ready": built and warmed up
+
+    def _read(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            raise RuntimeError(f"{self.library} worker failed:\n{self.proc.stderr.read().strip()}")
+        return line
+
+    def ask(self, command):
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self._read())
+
+    def close(self):
+        """Ends the worker; returns its versions and peak RSS."""
+        out = self.ask("done")
+        self.proc.wait()
+        return out
 
 
 # --- the parent: alternate the libraries, then summarise ------------------------------------------------
@@ -153,17 +191,26 @@ def summarise(times, tokens, flops, peak_gflops):
             "matmul_share": flops / per_step / 1e9 / peak_gflops}
 
 
-def bench_config(name, cfg, libraries, args, peak):
+def bench_config(name, cfg, libraries, args, peak, rounds=None):
     L, H, C, T, B = cfg
     tokens, flops = B * T, step_flops(L, C, T, B)
     steps = args.steps if name == "default" else max(2, args.steps // 5)
-    times, meta = {lib: [] for lib in libraries}, {}
-    for _ in range(args.rounds):
-        for lib in libraries:
-            out = run_worker(lib, cfg, steps, args.warmup, args.threads)
-            times[lib] += out["times"]
-            meta[lib] = {**out["meta"], "peak_rss_mib": max(out["peak_rss_mib"], meta.get(lib, {}).get("peak_rss_mib", 0))}
-    rows = {lib: {**summarise(times[lib], tokens, flops, peak), **meta[lib], "steps": len(times[lib])}
+    workers = [Worker(lib, cfg, args.warmup, args.threads) for lib in libraries]
+    times, round_ms = {lib: [] for lib in libraries}, {lib: [] for lib in libraries}
+    try:
+        for r in range(rounds or args.rounds):
+            for w in workers if r % 2 == 0 else workers[::-1]:
+                time.sleep(0.05)  # let the other library's threads stop spinning and sleep first
+                turn = w.ask(f"run {steps}")
+                times[w.library] += turn
+                round_ms[w.library].append(1e3 * median(turn))
+        meta = {w.library: w.close() for w in workers}
+    finally:
+        for w in workers:
+            if w.proc.poll() is None:
+                w.proc.kill()
+    rows = {lib: {**summarise(times[lib], tokens, flops, peak), **meta[lib]["meta"],
+                  "peak_rss_mib": meta[lib]["peak_rss_mib"], "steps": len(times[lib]), "round_ms": round_ms[lib]}
             for lib in libraries}
     return {"config": dict(zip(("n_layer", "n_head", "n_embd", "block_size", "batch_size"), cfg)),
             "gflop_per_step": flops / 1e9, "results": rows}
@@ -179,10 +226,12 @@ def print_table(name, entry):
         print(f"| {lib} | {r['tokens_per_s']:,.0f} | {r['tokens_per_s_min']:,.0f} | {r['tokens_per_s_max']:,.0f} | "
               f"{r['ms_per_step']:.1f} | {r['peak_rss_mib']:.0f} | {100 * r['matmul_share']:.1f}% |")
     if "torch" in entry["results"]:
-        ratio = entry["results"]["minigrad"]["tokens_per_s"] / entry["results"]["torch"]["tokens_per_s"]
-        mem = entry["results"]["minigrad"]["peak_rss_mib"] / entry["results"]["torch"]["peak_rss_mib"]
-        entry["ratio"], entry["memory_ratio"] = ratio, mem
-        print(f"minigrad / PyTorch: {ratio:.2f}x tokens/s, {mem:.2f}x peak memory")
+        ours, theirs = entry["results"]["minigrad"], entry["results"]["torch"]
+        per_round = sorted(t / m for m, t in zip(ours["round_ms"], theirs["round_ms"]))  # tokens/s ratios
+        ratio, mem = median(per_round), ours["peak_rss_mib"] / theirs["peak_rss_mib"]
+        entry["ratio"], entry["round_ratios"], entry["memory_ratio"] = ratio, per_round, mem
+        print(f"minigrad / PyTorch: {ratio:.2f}x tokens/s (median of {len(per_round)} rounds, "
+              f"{per_round[0]:.2f}-{per_round[-1]:.2f}), {mem:.2f}x peak memory")
 
 
 def scaling(libraries, args, peak):
@@ -192,7 +241,7 @@ def scaling(libraries, args, peak):
     grid += [("n_embd", (L, H, c, T, B)) for c in (64, 128, 256, 384)]
     results = []
     for axis, cfg in grid:
-        entry = bench_config("scaling", cfg, libraries, argparse.Namespace(**{**vars(args), "rounds": 1}), peak)
+        entry = bench_config("scaling", cfg, libraries, args, peak, rounds=args.scaling_rounds)
         results.append({"axis": axis, **entry})
     print("\n| varied | block | n_embd | GFLOP/step | FLOP growth | " +
           " | ".join(f"{lib} ms/step | {lib} time growth" for lib in libraries) + " |")
@@ -213,26 +262,24 @@ def scaling(libraries, args, peak):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every library (default: all cores)")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per round on the default model (nanoGPT: a fifth)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per turn on the default model (nanoGPT: a fifth, at least 2)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the libraries")
+    parser.add_argument("--rounds", type=int, default=12, help="rounds of turns, one turn per library in each")
     parser.add_argument("--configs", default="default,nanogpt", help="comma-separated: default, nanogpt")
     parser.add_argument("--scaling", action="store_true", help="also time steps against block size and n_embd")
+    parser.add_argument("--scaling-rounds", type=int, default=3, help="rounds for each row of the scaling table")
     parser.add_argument("--no-torch", action="store_true", help="minigrad alone")
     parser.add_argument("--json", help="write the results to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-config", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.threads < 1 or args.steps < 1 or args.rounds < 1 or args.warmup < 0:
-        parser.error("--threads, --steps and --rounds must be positive, --warmup non-negative")
+    if min(args.threads, args.steps, args.rounds, args.scaling_rounds) < 1 or args.warmup < 0:
+        parser.error("--threads, --steps, --rounds and --scaling-rounds must be positive, --warmup non-negative")
 
     if args.worker:
         cfg = tuple(json.loads(args.worker_config))
-        if args.worker == "minigrad":
-            times, meta = worker_minigrad(cfg, args.steps, args.warmup)
-        else:
-            times, meta = worker_torch(cfg, args.steps, args.warmup, args.threads)
-        print(json.dumps({"times": times, "meta": meta, "peak_rss_mib": peak_rss_mib()}))
+        step, meta = worker_minigrad(cfg) if args.worker == "minigrad" else worker_torch(cfg, args.threads)
+        serve(step, meta, args.warmup)
         return
 
     libraries = ["minigrad"]
