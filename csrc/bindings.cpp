@@ -179,32 +179,49 @@ py::tuple layernorm_backward(const py::object& dout_obj, const py::object& x_obj
 
 // --- GELU ---------------------------------------------------------------------------------------
 
-py::array gelu_forward(const py::object& x_obj) {
+// GELU's optional bias: none, or (C,) for x (..., C) of its dtype; returns the array (empty for none)
+// and C (x.size() for none: all of x as one row).
+std::pair<py::array, int64_t> gelu_bias(const py::object& b_obj, const py::array& x, const char* fn) {
+    if (b_obj.is_none()) return {py::array(), x.size()};
+    check_min_ndim(x, 1, fn, "x", "(..., C) with a bias");
+    const int64_t C = x.shape(x.ndim() - 1);
+    py::array b = as_array(b_obj, fn, "bias");
+    check_same_dtype(b, x, fn, "bias", "x");
+    check_shape(b, {C}, fn, "bias");
+    return {b, C};
+}
+
+py::array gelu_forward(const py::object& x_obj, const py::object& b_obj) {
     const char* fn = "gelu_forward";
     py::array x = as_array(x_obj, fn, "x");
-    return dispatch(float_dtype(x, fn, "x"), [&](auto zero) {
+    const Dtype d = float_dtype(x, fn, "x");
+    const auto [b, C] = gelu_bias(b_obj, x, fn);
+    return dispatch(d, [&, C = C](auto zero) {
         using T = decltype(zero);
         py::array o = empty<T>(shape_of(x));
+        const T* bias = b_obj.is_none() ? nullptr : in<T>(b);
         {
             py::gil_scoped_release release;
-            minigrad::gelu_forward(out<T>(o), in<T>(x), x.size());
+            minigrad::gelu_forward(out<T>(o), in<T>(x), bias, x.size(), C);
         }
         return o;
     });
 }
 
-py::array gelu_backward(const py::object& dout_obj, const py::object& x_obj) {
+py::array gelu_backward(const py::object& dout_obj, const py::object& x_obj, const py::object& b_obj) {
     const char* fn = "gelu_backward";
     py::array x = as_array(x_obj, fn, "x"), dout = as_array(dout_obj, fn, "dout");
     const Dtype d = float_dtype(x, fn, "x");
     check_same_dtype(dout, x, fn, "dout", "x");
     check_shape(dout, shape_of(x), fn, "dout");
-    return dispatch(d, [&](auto zero) {
+    const auto [b, C] = gelu_bias(b_obj, x, fn);
+    return dispatch(d, [&, C = C](auto zero) {
         using T = decltype(zero);
         py::array dx = empty<T>(shape_of(x));
+        const T* bias = b_obj.is_none() ? nullptr : in<T>(b);
         {
             py::gil_scoped_release release;
-            minigrad::gelu_backward(out<T>(dx), in<T>(dout), in<T>(x), x.size());
+            minigrad::gelu_backward(out<T>(dx), in<T>(dout), in<T>(x), bias, x.size(), C);
         }
         return dx;
     });
@@ -447,8 +464,10 @@ PYBIND11_MODULE(_C, m) {
           py::arg("eps"), "x (..., C), weight, bias (C,) or None -> (out (..., C), mean (...), rstd (...))");
     m.def("layernorm_backward", &layernorm_backward, py::arg("dout"), py::arg("x"), py::arg("weight"),
           py::arg("mean"), py::arg("rstd"), "-> (dx (..., C), dweight (C,), dbias (C,))");
-    m.def("gelu_forward", &gelu_forward, py::arg("x"), "tanh-GELU of x, any shape");
-    m.def("gelu_backward", &gelu_backward, py::arg("dout"), py::arg("x"), "-> dx, the shape of x");
+    m.def("gelu_forward", &gelu_forward, py::arg("x"), py::arg("bias") = py::none(),
+          "tanh-GELU of x + bias: x any shape without a bias, (..., C) with a bias (C,)");
+    m.def("gelu_backward", &gelu_backward, py::arg("dout"), py::arg("x"), py::arg("bias") = py::none(),
+          "-> dx, the shape of x (gelu'(x + bias) dout)");
     m.def("attention_forward", &attention_forward, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("is_causal"),
           "q, k, v (B, NH, T, hs) -> (out (B, NH, T, hs), stats (B, NH, T, 2): each score row's max and 1/sum of exp)");
     m.def("attention_backward", &attention_backward, py::arg("dout"), py::arg("q"), py::arg("k"), py::arg("v"),

@@ -231,31 +231,50 @@ py::tuple layernorm_backward(const py::object& dout_obj, const py::object& x_obj
 
 // --- GELU ---------------------------------------------------------------------------------------
 
-py::object gelu_forward(const py::object& x_obj) {
+// GELU's optional bias: none, or (C,) for x (..., C) of its dtype; returns the array (an empty one for
+// none) and C (x.size() for none: all of x as one row).
+std::pair<DeviceArray, int64_t> gelu_bias(const py::object& b_obj, const DeviceArray& x, const char* fn) {
+    if (b_obj.is_none()) return {DeviceArray{}, x.size()};
+    if (x.shape.empty())
+        throw py::value_error(std::string(fn) + ": x must be (..., C) with a bias, got shape " + shape_str(x.shape));
+    const int64_t C = x.shape.back();
+    const DeviceArray b = as_device_array(b_obj, fn, "bias");
+    check_same_dtype(b, x, fn, "bias", "x");
+    check_shape(b, {C}, fn, "bias");
+    return {b, C};
+}
+
+py::object gelu_forward(const py::object& x_obj, const py::object& b_obj) {
     const char* fn = "gelu_forward";
     const DeviceArray x = as_device_array(x_obj, fn, "x");
     const Dtype d = float_dtype(x, fn, "x");
+    const auto [b, C] = gelu_bias(b_obj, x, fn);
     require_device(fn);
     const DeviceArray out = empty(x.shape, d);
-    dispatch(d, [&](auto zero) {
+    dispatch(d, [&, C = C](auto zero) {
         using T = decltype(zero);
-        check_launch(mc::gelu_forward(out.data<T>(), x.data<T>(), x.size(), current_stream()), fn);
+        const T* bias = b_obj.is_none() ? nullptr : b.data<T>();
+        check_launch(mc::gelu_forward(out.data<T>(), x.data<T>(), bias, x.size(), C, current_stream()), fn);
         return 0;
     });
     return out.obj;
 }
 
-py::object gelu_backward(const py::object& dout_obj, const py::object& x_obj) {
+py::object gelu_backward(const py::object& dout_obj, const py::object& x_obj, const py::object& b_obj) {
     const char* fn = "gelu_backward";
     const DeviceArray x = as_device_array(x_obj, fn, "x"), dout = as_device_array(dout_obj, fn, "dout");
     const Dtype d = float_dtype(x, fn, "x");
     check_same_dtype(dout, x, fn, "dout", "x");
     check_shape(dout, x.shape, fn, "dout");
+    const auto [b, C] = gelu_bias(b_obj, x, fn);
     require_device(fn);
     const DeviceArray dx = empty(x.shape, d);
-    dispatch(d, [&](auto zero) {
+    dispatch(d, [&, C = C](auto zero) {
         using T = decltype(zero);
-        check_launch(mc::gelu_backward(dx.data<T>(), dout.data<T>(), x.data<T>(), x.size(), current_stream()), fn);
+        const T* bias = b_obj.is_none() ? nullptr : b.data<T>();
+        check_launch(mc::gelu_backward(dx.data<T>(), dout.data<T>(), x.data<T>(), bias, x.size(), C,
+                                       current_stream()),
+                     fn);
         return 0;
     });
     return dx.obj;
@@ -512,8 +531,10 @@ PYBIND11_MODULE(_C_cuda, m) {
           py::arg("eps"), "x (..., C), weight, bias (C,) or None -> (out (..., C), mean (...), rstd (...))");
     m.def("layernorm_backward", &layernorm_backward, py::arg("dout"), py::arg("x"), py::arg("weight"),
           py::arg("mean"), py::arg("rstd"), "-> (dx (..., C), dweight (C,), dbias (C,))");
-    m.def("gelu_forward", &gelu_forward, py::arg("x"), "tanh-GELU of x, any shape");
-    m.def("gelu_backward", &gelu_backward, py::arg("dout"), py::arg("x"), "-> dx, the shape of x");
+    m.def("gelu_forward", &gelu_forward, py::arg("x"), py::arg("bias") = py::none(),
+          "tanh-GELU of x + bias: x any shape without a bias, (..., C) with a bias (C,)");
+    m.def("gelu_backward", &gelu_backward, py::arg("dout"), py::arg("x"), py::arg("bias") = py::none(),
+          "-> dx, the shape of x (gelu'(x + bias) dout)");
     m.def("attention_forward", &attention_forward, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("is_causal"),
           "q, k, v (B, NH, T, hs) -> (out (B, NH, T, hs), probs (B, NH, T, T))");
     m.def("attention_backward", &attention_backward, py::arg("dout"), py::arg("q"), py::arg("k"), py::arg("v"),

@@ -122,20 +122,32 @@ def layer_norm(x, weight, bias=None, eps=1e-5):
 
 @register("gelu", method=False)
 class GELU(Function):
-    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), GPT-2's tanh approximation."""
+    """0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))), z = x + bias (or x): GPT-2's tanh approximation.
 
-    def forward(self, x):
+    The optional bias (C,) of x (..., C) is added inside the kernel's one pass, so a Linear without its
+    bias and then gelu(., bias) cost one pass over the activations fewer than gelu(linear(.)):
+    dx = dout gelu'(z), dbias = dx summed over the rows.
+    """
+
+    def forward(self, x, bias):
+        if bias is not None and (x.ndim == 0 or bias.shape != x.shape[-1:]):
+            raise ValueError(f"gelu: bias must have shape ({x.shape[-1] if x.ndim else 'C'},) for x of shape "
+                             f"{x.shape}, got {bias.shape}")
         self.kernels = kernels_for(x)
-        self.x = _contiguous(x)
-        return self.kernels.gelu_forward(self.x)
+        self.x, self.bias = _contiguous(x), None if bias is None else _contiguous(bias)
+        return self.kernels.gelu_forward(self.x, self.bias)
 
     def backward(self, dout):
-        return self.kernels.gelu_backward(_contiguous(dout), self.x)
+        dx = self.kernels.gelu_backward(_contiguous(dout), self.x, self.bias)
+        if self.bias is None or not self.needs_input_grad[1]:
+            return dx, None
+        rows = dx.reshape(-1, dx.shape[-1])
+        return dx, get_array_module(rows).ones(len(rows), rows.dtype) @ rows  # sum over rows, one BLAS pass
 
 
-def gelu(x):
-    """tanh-approximated GELU."""
-    return GELU.apply(x)
+def gelu(x, bias=None):
+    """tanh-approximated GELU of x, or of x + bias (bias (C,) for x (..., C)), one pass either way."""
+    return GELU.apply(x, bias)
 
 
 @register("scaled_dot_product_attention", method=False)

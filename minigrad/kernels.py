@@ -53,17 +53,20 @@ def layernorm_backward(dout, x, weight, mean, rstd):
 # --- GELU (tanh approximation, GPT-2's) ---------------------------------------------------------
 
 
-def gelu_forward(x):
-    """y = 0.5 x (1 + tanh(s (x + 0.044715 x^3))), s = sqrt(2/pi).  x (...) -> out (...)"""
+def gelu_forward(x, bias=None):
+    """y = 0.5 z (1 + tanh(s (z + 0.044715 z^3))), s = sqrt(2/pi), z = x + bias (or x).
+    x (...) -> out (...); a bias (C,) needs x (..., C)."""
     xp = get_array_module(x)
-    return 0.5 * x * (1.0 + xp.tanh(GELU_SCALE * (x + 0.044715 * x * x * x)))
+    z = x if bias is None else x + bias
+    return 0.5 * z * (1.0 + xp.tanh(GELU_SCALE * (z + 0.044715 * z * z * z)))
 
 
-def gelu_backward(dout, x):
-    """dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) s (1 + 3*0.044715 x^2), t = tanh(s (x + 0.044715 x^3))."""
+def gelu_backward(dout, x, bias=None):
+    """dx = dout dy/dz, dy/dz = 0.5 (1 + t) + 0.5 z (1 - t^2) s (1 + 3*0.044715 z^2), t = tanh(s (z + 0.044715 z^3))."""
     xp = get_array_module(x)
-    t = xp.tanh(GELU_SCALE * (x + 0.044715 * x * x * x))
-    local = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_SCALE * (1.0 + 3.0 * 0.044715 * x * x)
+    z = x if bias is None else x + bias
+    t = xp.tanh(GELU_SCALE * (z + 0.044715 * z * z * z))
+    local = 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * GELU_SCALE * (1.0 + 3.0 * 0.044715 * z * z)
     return dout * local
 
 

@@ -154,7 +154,9 @@ class MLP(Module):
         self.c_proj = Linear(4 * n_embd, n_embd, bias, rng=rng, std=proj_std)
 
     def forward(self, x):
-        return self.c_proj(F.gelu(self.c_fc(x)))
+        # gelu(c_fc(x)), with c_fc's bias added inside GELU's pass instead of in a pass of its own
+        h = F.gelu(F.linear(x, self.c_fc.weight), bias=self.c_fc.bias)
+        return self.c_proj(h)
 
 
 class Block(Module):

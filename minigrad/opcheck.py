@@ -132,7 +132,10 @@ CASES = {
         ("(B, T, C)", F.layer_norm, lambda r: [param(r, 2, 3, 5), param(r, 5), param(r, 5)]),
         ("no bias", lambda x, w: F.layer_norm(x, w), lambda r: [param(r, 4, 6), param(r, 6)]),
     ],
-    "gelu": [("elementwise", F.gelu, lambda r: [param(r, 3, 7)])],
+    "gelu": [
+        ("elementwise", F.gelu, lambda r: [param(r, 3, 7)]),
+        ("with bias", lambda x, b: F.gelu(x, bias=b), lambda r: [param(r, 2, 3, 5), param(r, 5)]),
+    ],
     "scaled_dot_product_attention": [
         ("causal", _causal_attention, lambda r: [param(r, 2, 2, 5, 3) for _ in range(3)]),
         ("not causal", lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=False),

@@ -133,6 +133,16 @@ def test_gelu(gpu_kernels, shape, dtype):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (64, 128, 256), (5, 0)])
+def test_gelu_with_bias(gpu_kernels, shape, dtype):
+    rng = np.random.default_rng(2)
+    x, dout, bias = randn(rng, shape, dtype, scale=4.0), randn(rng, shape, dtype), randn(rng, shape[-1:], dtype)
+    close(gpu_kernels.gelu_forward(*gpu_arrays(x, bias)), ref.gelu_forward(x, bias), dtype)
+    close(gpu_kernels.gelu_backward(*gpu_arrays(dout, x, bias)), ref.gelu_backward(dout, x, bias), dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_gelu_far_from_zero(gpu_kernels, dtype):
     x = np.array([-1e4, -40.0, -10.0, -3.0, -1e-8, -0.0, 0.0, 1e-8, 3.0, 10.0, 40.0, 1e4], dtype=dtype)
     dout = np.linspace(-1, 1, x.size).astype(dtype)
@@ -295,6 +305,7 @@ def test_gradcheck_layer_norm(device):
 def test_gradcheck_gelu(device):
     rng = np.random.default_rng(8)
     assert mg.gradcheck(F.gelu, [_tensor(rng, (3, 7), device, 3.0)])
+    assert mg.gradcheck(lambda x, b: F.gelu(x, bias=b), [_tensor(rng, (2, 3, 7), device, 3.0), _tensor(rng, 7, device)])
 
 
 @pytest.mark.parametrize("is_causal", [True, False])
@@ -476,6 +487,9 @@ def _bad_calls():
         (lambda: C_CUDA.gelu_forward(A((3,), "<f2")), TypeError, "x must be float32 or float64, got float16"),
         (lambda: C_CUDA.gelu_forward(A((4, 2), strides=(32, 16))), ValueError, "x must be C-contiguous"),
         (lambda: C_CUDA.gelu_backward(A((3,)), A((4,))), ValueError, "dout has shape (3,), expected (4,)"),
+        (lambda: C_CUDA.gelu_forward(A((4, 3)), A((4,))), ValueError, "bias has shape (4,), expected (3,)"),
+        (lambda: C_CUDA.gelu_forward(A(()), A((1,))), ValueError, "x must be (..., C) with a bias, got shape ()"),
+        (lambda: C_CUDA.gelu_backward(A((4, 3)), A((4, 3)), A((3,), "<f4")), TypeError, "bias has dtype float32"),
         (lambda: C_CUDA.attention_forward(q, q, A((2, 2, 5, 4)), True), ValueError, "v has shape (2, 2, 5, 4), expected (2, 2, 5, 3)"),
         (lambda: C_CUDA.attention_forward(q, A((2, 2, 5, 3), "<f4"), q, True), TypeError, "k has dtype float32 but q has float64"),
         (lambda: C_CUDA.attention_forward(A((5,)), A((5,)), A((5,)), True), ValueError, "q must be (B, NH, T, hs)"),

@@ -70,6 +70,19 @@ def test_gelu(shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (3, 1000), (64, 128, 256), (5, 0)])
+def test_gelu_with_bias(shape, dtype):
+    """gelu(x + bias), bias (C,) over every row of x (..., C), against the reference and against the
+    kernel without a bias on x + bias added beforehand (the same numbers in, so the same out)."""
+    rng = np.random.default_rng(2)
+    x, dout, bias = randn(rng, shape, dtype, scale=4.0), randn(rng, shape, dtype), randn(rng, shape[-1:], dtype)
+    close(C_.gelu_forward(x, bias), ref.gelu_forward(x, bias), dtype)
+    close(C_.gelu_backward(dout, x, bias), ref.gelu_backward(dout, x, bias), dtype)
+    np.testing.assert_array_equal(C_.gelu_forward(x, bias), C_.gelu_forward(x + bias))
+    np.testing.assert_array_equal(C_.gelu_backward(dout, x, bias), C_.gelu_backward(dout, x + bias))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_gelu_far_from_zero(dtype):
     """Very negative x, where 1 + tanh(u) cancels and exp(-2u) overflows; very positive x; and zeros."""
     x = np.array(GELU_EXTREMES, dtype=dtype)
@@ -313,6 +326,9 @@ def _bad_calls():
          "x is not aligned in memory"),
         (lambda: C_.gelu_backward(z(3), z(4)), ValueError, "dout has shape (3,), expected (4,)"),
         (lambda: C_.gelu_backward(z(3, f32), z(3)), TypeError, "dout has dtype float32 but x has float64"),
+        (lambda: C_.gelu_forward(z((4, 3)), z(4)), ValueError, "bias has shape (4,), expected (3,)"),
+        (lambda: C_.gelu_forward(z(()), z(1)), ValueError, "x must be (..., C) with a bias, got shape ()"),
+        (lambda: C_.gelu_backward(z((4, 3)), z((4, 3)), z(3, f32)), TypeError, "bias has dtype float32 but x has float64"),
         (lambda: C_.attention_forward(q, q, z((2, 2, 5, 4)), True), ValueError, "v has shape (2, 2, 5, 4), expected (2, 2, 5, 3)"),
         (lambda: C_.attention_forward(q, q.astype(f32), q, True), TypeError, "k has dtype float32 but q has float64"),
         (lambda: C_.attention_forward(z(5), z(5), z(5), True), ValueError, "q must be (B, NH, T, hs)"),

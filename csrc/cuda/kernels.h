@@ -30,11 +30,11 @@ template <class T>
 int layernorm_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, const T* mean,
                        const T* rstd, int64_t N, int64_t C, Stream stream);
 
-// tanh-GELU of n elements and its backward.
+// tanh-GELU of x + bias for n elements (rows of C, bias (C,); bias null: of x) and its backward.
 template <class T>
-int gelu_forward(T* out, const T* x, int64_t n, Stream stream);
+int gelu_forward(T* out, const T* x, const T* bias, int64_t n, int64_t C, Stream stream);
 template <class T>
-int gelu_backward(T* dx, const T* dout, const T* x, int64_t n, Stream stream);
+int gelu_backward(T* dx, const T* dout, const T* x, const T* bias, int64_t n, int64_t C, Stream stream);
 
 // Attention over B*NH heads: q, k, v laid out as qkv_layout, out as out_layout (head_layout.h: (B, NH, T, hs)
 // heads, or the heads side by side in qkv (B, T, 3C) and out (B, T, C)); probs (B, NH, T, T).
