@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -291,28 +292,48 @@ py::tuple attention_backward(const py::object& dout_obj, const py::object& q_obj
     });
 }
 
-py::tuple self_attention_forward(const py::object& qkv_obj, int64_t n_head, bool is_causal) {
+// The optional bias (3C,) of qkv (B, T, 3C), checked: none, or the array.
+std::optional<py::array> qkv_bias(const py::object& b_obj, const py::array& qkv, const char* fn) {
+    if (b_obj.is_none()) return std::nullopt;
+    py::array b = as_array(b_obj, fn, "bias");
+    check_same_dtype(b, qkv, fn, "bias", "qkv");
+    check_shape(b, {qkv.shape(2)}, fn, "bias");
+    return b;
+}
+
+// Its q, k and v parts (C numbers each) for the kernels, or nulls.
+template <class T>
+minigrad::QKVBias<T> qkv_bias_parts(const std::optional<py::array>& b, int64_t C) {
+    if (!b) return {};
+    const T* p = in<T>(*b);
+    return {p, p + C, p + 2 * C};
+}
+
+py::tuple self_attention_forward(const py::object& qkv_obj, int64_t n_head, bool is_causal,
+                                 const py::object& b_obj) {
     const char* fn = "self_attention_forward";
     py::array qkv = as_array(qkv_obj, fn, "qkv");
     const Dtype d = float_dtype(qkv, fn, "qkv");
     const auto [B, T_, C, hs] = minigrad::bindings::qkv_dims(shape_of(qkv), n_head, fn);
+    const auto b = qkv_bias(b_obj, qkv, fn);
     return dispatch(d, [&, B = B, T_ = T_, C = C, hs = hs](auto zero) {
         using T = decltype(zero);
         py::array o = empty<T>({B, T_, C}), stats = empty<T>({B, n_head, T_, 2});
+        const auto bias = qkv_bias_parts<T>(b, C);
         {
             py::gil_scoped_release release;
             const T* q = in<T>(qkv);
             const auto qkv_heads = minigrad::HeadLayout::side_by_side(T_, 3 * C, hs);
             const auto out_heads = minigrad::HeadLayout::side_by_side(T_, C, hs);
             minigrad::attention_forward(out<T>(o), out<T>(stats), q, q + C, q + 2 * C, B, n_head, T_, hs, qkv_heads,
-                                        out_heads, is_causal);
+                                        out_heads, is_causal, bias);
         }
         return py::make_tuple(o, stats);
     });
 }
 
 py::array self_attention_backward(const py::object& dout_obj, const py::object& qkv_obj, const py::object& stats_obj,
-                                 int64_t n_head, bool is_causal) {
+                                 int64_t n_head, bool is_causal, const py::object& b_obj) {
     const char* fn = "self_attention_backward";
     py::array qkv = as_array(qkv_obj, fn, "qkv");
     py::array dout = as_array(dout_obj, fn, "dout"), stats = as_array(stats_obj, fn, "stats");
@@ -323,9 +344,11 @@ py::array self_attention_backward(const py::object& dout_obj, const py::object& 
         check_same_dtype(*a, qkv, fn, name, "qkv");
         check_shape(*a, shape, fn, name);
     }
+    const auto b = qkv_bias(b_obj, qkv, fn);
     return dispatch(d, [&, B = B, T_ = T_, C = C, hs = hs](auto zero) {
         using T = decltype(zero);
         py::array dqkv = empty<T>(shape_of(qkv));
+        const auto bias = qkv_bias_parts<T>(b, C);
         {
             py::gil_scoped_release release;
             const T* q = in<T>(qkv);
@@ -333,7 +356,7 @@ py::array self_attention_backward(const py::object& dout_obj, const py::object& 
             const auto qkv_heads = minigrad::HeadLayout::side_by_side(T_, 3 * C, hs);
             const auto out_heads = minigrad::HeadLayout::side_by_side(T_, C, hs);
             minigrad::attention_backward(dq, dq + C, dq + 2 * C, in<T>(dout), q, q + C, q + 2 * C, in<T>(stats), B,
-                                         n_head, T_, hs, qkv_heads, out_heads, is_causal);
+                                         n_head, T_, hs, qkv_heads, out_heads, is_causal, bias);
         }
         return dqkv;
     });
@@ -474,10 +497,12 @@ PYBIND11_MODULE(_C, m) {
           py::arg("stats"), py::arg("is_causal") = true,
           "-> (dq, dk, dv), each (B, NH, T, hs); stats and is_causal as returned by and given to the forward");
     m.def("self_attention_forward", &self_attention_forward, py::arg("qkv"), py::arg("n_head"), py::arg("is_causal"),
-          "qkv (B, T, 3C), q, k, v side by side, heads side by side in each -> (out (B, T, C), heads side by side; "
-          "stats (B, NH, T, 2))");
+          py::arg("bias") = py::none(),
+          "qkv (B, T, 3C), q, k, v side by side, heads side by side in each, plus bias (3C,) if given -> "
+          "(out (B, T, C), heads side by side; stats (B, NH, T, 2))");
     m.def("self_attention_backward", &self_attention_backward, py::arg("dout"), py::arg("qkv"), py::arg("stats"),
-          py::arg("n_head"), py::arg("is_causal") = true, "-> dqkv (B, T, 3C)");
+          py::arg("n_head"), py::arg("is_causal") = true, py::arg("bias") = py::none(),
+          "-> dqkv (B, T, 3C), also the bias's gradient before the sum over rows");
     m.def("crossentropy_forward", &crossentropy_forward, py::arg("logits"), py::arg("targets"),
           "logits (N, V), targets int64 (N,) in [0, V) -> (mean loss as a 0-d array, probs (N, V))");
     m.def("crossentropy_backward", &crossentropy_backward, py::arg("dloss"), py::arg("probs"), py::arg("targets"),

@@ -348,16 +348,40 @@ py::tuple attention_backward(const py::object& dout_obj, const py::object& q_obj
     return py::make_tuple(dq.obj, dk.obj, dv.obj);
 }
 
-py::tuple self_attention_forward(const py::object& qkv_obj, int64_t n_head, bool is_causal) {
+// The optional bias (3C,) of qkv (B, T, 3C), checked (none: an empty DeviceArray).
+DeviceArray qkv_bias(const py::object& b_obj, const DeviceArray& qkv, const char* fn) {
+    if (b_obj.is_none()) return DeviceArray{};
+    const DeviceArray b = as_device_array(b_obj, fn, "bias");
+    check_same_dtype(b, qkv, fn, "bias", "qkv");
+    check_shape(b, {qkv.shape[2]}, fn, "bias");
+    return b;
+}
+
+// qkv itself, or qkv + bias in a new device array: the CUDA kernels read q, k, v as they lie.
+template <class T>
+const T* with_bias(const DeviceArray& qkv, const py::object& b_obj, const DeviceArray& b, DeviceArray& biased,
+                   const char* fn) {
+    if (b_obj.is_none()) return qkv.data<T>();
+    biased = empty(qkv.shape, float_dtype(qkv, fn, "qkv"));
+    check_launch(mc::add_row_bias(biased.data<T>(), qkv.data<T>(), b.data<T>(), qkv.size(), qkv.shape[2],
+                                  current_stream()),
+                 fn);
+    return biased.data<T>();
+}
+
+py::tuple self_attention_forward(const py::object& qkv_obj, int64_t n_head, bool is_causal,
+                                 const py::object& b_obj) {
     const char* fn = "self_attention_forward";
     const DeviceArray qkv = as_device_array(qkv_obj, fn, "qkv");
     const Dtype d = float_dtype(qkv, fn, "qkv");
     const auto [B, T_, C, hs] = minigrad::bindings::qkv_dims(qkv.shape, n_head, fn);
+    const DeviceArray b = qkv_bias(b_obj, qkv, fn);
     require_device(fn);
     const DeviceArray out = empty({B, T_, C}, d), probs = empty({B, n_head, T_, T_}, d);
+    DeviceArray biased;
     dispatch(d, [&, B = B, T_ = T_, C = C, hs = hs](auto zero) {
         using T = decltype(zero);
-        const T* q = qkv.data<T>();
+        const T* q = with_bias<T>(qkv, b_obj, b, biased, fn);
         const auto qkv_heads = minigrad::HeadLayout::side_by_side(T_, 3 * C, hs);
         const auto out_heads = minigrad::HeadLayout::side_by_side(T_, C, hs);
         check_launch(mc::attention_forward(out.data<T>(), probs.data<T>(), q, q + C, q + 2 * C, B, n_head, T_, hs,
@@ -369,7 +393,7 @@ py::tuple self_attention_forward(const py::object& qkv_obj, int64_t n_head, bool
 }
 
 py::object self_attention_backward(const py::object& dout_obj, const py::object& qkv_obj, const py::object& probs_obj,
-                                   int64_t n_head, bool /*is_causal*/) {
+                                   int64_t n_head, bool /*is_causal*/, const py::object& b_obj) {
     // is_causal: accepted for the common signature; the zeros of probs carry the mask, as in attention_backward
     const char* fn = "self_attention_backward";
     const DeviceArray qkv = as_device_array(qkv_obj, fn, "qkv");
@@ -381,11 +405,13 @@ py::object self_attention_backward(const py::object& dout_obj, const py::object&
         check_same_dtype(*a, qkv, fn, name, "qkv");
         check_shape(*a, shape, fn, name);
     }
+    const DeviceArray b = qkv_bias(b_obj, qkv, fn);
     require_device(fn);
     const DeviceArray dqkv = empty(qkv.shape, d), dscores = empty({B, n_head, T_, T_}, d);
+    DeviceArray biased;
     dispatch(d, [&, B = B, T_ = T_, C = C, hs = hs](auto zero) {
         using T = decltype(zero);
-        const T* q = qkv.data<T>();
+        const T* q = with_bias<T>(qkv, b_obj, b, biased, fn);
         T* dq = dqkv.data<T>();
         const auto qkv_heads = minigrad::HeadLayout::side_by_side(T_, 3 * C, hs);
         const auto out_heads = minigrad::HeadLayout::side_by_side(T_, C, hs);
@@ -540,9 +566,12 @@ PYBIND11_MODULE(_C_cuda, m) {
     m.def("attention_backward", &attention_backward, py::arg("dout"), py::arg("q"), py::arg("k"), py::arg("v"),
           py::arg("probs"), py::arg("is_causal") = true, "-> (dq, dk, dv), each (B, NH, T, hs)");
     m.def("self_attention_forward", &self_attention_forward, py::arg("qkv"), py::arg("n_head"), py::arg("is_causal"),
-          "qkv (B, T, 3C), q, k, v side by side, heads side by side in each -> (out (B, T, C), probs (B, NH, T, T))");
+          py::arg("bias") = py::none(),
+          "qkv (B, T, 3C), q, k, v side by side, heads side by side in each, plus bias (3C,) if given -> "
+          "(out (B, T, C), probs (B, NH, T, T))");
     m.def("self_attention_backward", &self_attention_backward, py::arg("dout"), py::arg("qkv"), py::arg("probs"),
-          py::arg("n_head"), py::arg("is_causal") = true, "-> dqkv (B, T, 3C)");
+          py::arg("n_head"), py::arg("is_causal") = true, py::arg("bias") = py::none(),
+          "-> dqkv (B, T, 3C), also the bias's gradient before the sum over rows");
     m.def("crossentropy_forward", &crossentropy_forward, py::arg("logits"), py::arg("targets"),
           "logits (N, V), targets int64 (N,) -> (mean loss as a 0-d array, probs (N, V)); a target outside "
           "[0, V) gives a NaN loss");

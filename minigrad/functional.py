@@ -182,23 +182,32 @@ class SelfAttention(Function):
     has the heads side by side again. The same as splitting the heads, scaled_dot_product_attention
     and merging them, without the copies in between: the kernels read and write each head where it lies."""
 
-    def forward(self, qkv, *, n_head, is_causal=True):
+    def forward(self, qkv, bias, *, n_head, is_causal=True):
         if not isinstance(n_head, int) or n_head < 1:
             raise ValueError(f"self_attention: n_head must be a positive integer, got {n_head!r}")
         if qkv.ndim != 3 or qkv.shape[-1] % 3 or (qkv.shape[-1] // 3) % n_head:
             raise ValueError(f"self_attention: qkv must be (B, T, 3C) with C divisible by n_head={n_head}, "
                              f"got shape {qkv.shape}")
+        if bias is not None and bias.shape != qkv.shape[-1:]:
+            raise ValueError(f"self_attention: bias must have shape ({qkv.shape[-1]},), got {bias.shape}")
         self.kernels = kernels_for(qkv)
         self.qkv, self.n_head, self.is_causal = _contiguous(qkv), n_head, is_causal
+        self.bias = None if bias is None else _contiguous(bias)
         # saved: as for scaled_dot_product_attention, the probabilities or each score row's max and 1/sum
-        out, self.saved = self.kernels.self_attention_forward(self.qkv, n_head, is_causal)
+        out, self.saved = self.kernels.self_attention_forward(self.qkv, n_head, is_causal, self.bias)
         return out
 
     def backward(self, dout):
-        return self.kernels.self_attention_backward(_contiguous(dout), self.qkv, self.saved, self.n_head,
-                                                    self.is_causal)
+        dqkv = self.kernels.self_attention_backward(_contiguous(dout), self.qkv, self.saved, self.n_head,
+                                                    self.is_causal, self.bias)
+        if self.bias is None or not self.needs_input_grad[1]:
+            return dqkv, None
+        rows = dqkv.reshape(-1, dqkv.shape[-1])
+        return dqkv, get_array_module(rows).ones(len(rows), rows.dtype) @ rows  # sum over rows, one BLAS pass
 
 
-def self_attention(qkv, n_head, is_causal=True):
-    """Attention of every head of qkv (B, T, 3C) = [q | k | v] over itself -> (B, T, C), heads side by side."""
-    return SelfAttention.apply(qkv, n_head=n_head, is_causal=is_causal)
+def self_attention(qkv, n_head, is_causal=True, bias=None):
+    """Attention of every head of qkv (B, T, 3C) = [q | k | v] over itself -> (B, T, C), heads side by side.
+    bias (3C,): the fused projection's bias, added to q, k and v as the kernel reads them (one pass fewer
+    than adding it to qkv first)."""
+    return SelfAttention.apply(qkv, bias, n_head=n_head, is_causal=is_causal)

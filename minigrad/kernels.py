@@ -108,21 +108,23 @@ def attention_backward(dout, q, k, v, probs, is_causal=True):
     return dq, dk, dv
 
 
-def self_attention_forward(qkv, n_head, is_causal):
+def self_attention_forward(qkv, n_head, is_causal, bias=None):
     """attention_forward on the heads of one fused projection, as c_attn makes it: qkv (B, T, 3C) holds
-    q, k and v side by side, each n_head heads of hs = C / n_head side by side.
+    q, k and v side by side, each n_head heads of hs = C / n_head side by side; the projection's bias
+    (3C,), when given, is added to qkv first.
 
     qkv (B, T, 3C) -> out (B, T, C) with the heads side by side again, probs (B, NH, T, T)
     """
-    q, k, v = _split_heads(qkv, 3, n_head)
+    q, k, v = _split_heads(qkv if bias is None else qkv + bias, 3, n_head)
     out, probs = attention_forward(q, k, v, is_causal)
     return _merge_heads(out), probs
 
 
-def self_attention_backward(dout, qkv, probs, n_head, is_causal=True):
-    """attention_backward on those heads.  dout (B, T, C) -> dqkv (B, T, 3C), dq, dk and dv side by side."""
+def self_attention_backward(dout, qkv, probs, n_head, is_causal=True, bias=None):
+    """attention_backward on those heads.  dout (B, T, C) -> dqkv (B, T, 3C), dq, dk and dv side by side
+    (the bias's gradient too, before the sum over rows)."""
     xp = get_array_module(qkv)
-    q, k, v = _split_heads(qkv, 3, n_head)
+    q, k, v = _split_heads(qkv if bias is None else qkv + bias, 3, n_head)
     (dout_heads,) = _split_heads(dout, 1, n_head)
     grads = attention_backward(dout_heads, q, k, v, probs, is_causal)
     return xp.concatenate([_merge_heads(g) for g in grads], axis=-1)

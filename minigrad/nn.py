@@ -139,10 +139,12 @@ class CausalSelfAttention(Module):
         self.c_proj = Linear(n_embd, n_embd, bias, rng=rng, std=proj_std)
 
     def forward(self, x):
-        qkv = self.c_attn(x)  # (B, T, 3C): q, k, v side by side, n_head heads of C / n_head in each
+        # (B, T, 3C): q, k, v side by side, n_head heads of C / n_head in each; c_attn's bias is added
+        # inside the attention, as it reads them
+        qkv = F.linear(x, self.c_attn.weight)
         # softmax(q k^T / sqrt(hs) + causal mask) v per head, heads side by side again: (B, T, C). One fused
         # node; nanoGPT writes it as a split into (B, NH, T, hs) heads, scaled_dot_product_attention, a merge.
-        y = F.self_attention(qkv, self.n_head, is_causal=True)
+        y = F.self_attention(qkv, self.n_head, is_causal=True, bias=self.c_attn.bias)
         return self.c_proj(y)
 
 

@@ -147,6 +147,7 @@ CASES = {
         ("causal, 2 heads", lambda qkv: F.self_attention(qkv, 2), lambda r: [param(r, 2, 5, 12)]),
         ("not causal, 3 heads", lambda qkv: F.self_attention(qkv, 3, is_causal=False), lambda r: [param(r, 1, 4, 9)]),
         ("T = 1, one head", lambda qkv: F.self_attention(qkv, 1), lambda r: [param(r, 2, 1, 6)]),
+        ("with bias", lambda qkv, b: F.self_attention(qkv, 2, bias=b), lambda r: [param(r, 2, 5, 12), param(r, 12)]),
     ],
 }
 

@@ -185,6 +185,11 @@ def test_self_attention(gpu_kernels, B, T, NH, hs, dtype, is_causal):
     close((out, probs), ref.self_attention_forward(qkv, NH, is_causal), dtype)
     dqkv = gpu_kernels.self_attention_backward(*gpu_arrays(dout, qkv), probs, NH, is_causal)
     close(dqkv, ref.self_attention_backward(dout, qkv, probs.get(), NH, is_causal), dtype)
+    bias = randn(rng, (3 * NH * hs,), dtype)
+    out, probs = gpu_kernels.self_attention_forward(*gpu_arrays(qkv), NH, is_causal, *gpu_arrays(bias))
+    close((out, probs), ref.self_attention_forward(qkv, NH, is_causal, bias), dtype)
+    dqkv = gpu_kernels.self_attention_backward(*gpu_arrays(dout, qkv), probs, NH, is_causal, *gpu_arrays(bias))
+    close(dqkv, ref.self_attention_backward(dout, qkv, probs.get(), NH, is_causal, bias), dtype)
 
 
 @pytest.mark.gpu
@@ -319,6 +324,8 @@ def test_gradcheck_attention(device, is_causal):
 def test_gradcheck_self_attention(device, is_causal):
     rng = np.random.default_rng(10)
     assert mg.gradcheck(lambda qkv: F.self_attention(qkv, 2, is_causal), [_tensor(rng, (2, 5, 12), device)])
+    assert mg.gradcheck(lambda qkv, b: F.self_attention(qkv, 2, is_causal, bias=b),
+                        [_tensor(rng, (2, 5, 12), device), _tensor(rng, 12, device)])
 
 
 def test_gradcheck_cross_entropy(device):
@@ -496,6 +503,7 @@ def _bad_calls():
         (lambda: C_CUDA.attention_forward(A((2, 5, 0)), A((2, 5, 0)), A((2, 5, 0)), True), ValueError, "head size 0"),
         (lambda: C_CUDA.attention_backward(q, q, q, q, A((2, 2, 5, 4))), ValueError, "probs has shape (2, 2, 5, 4), expected (2, 2, 5, 5)"),
         (lambda: C_CUDA.self_attention_forward(A((2, 5, 8)), 2, True), ValueError, "qkv must be (B, T, 3C)"),
+        (lambda: C_CUDA.self_attention_forward(A((2, 5, 12)), 2, True, A((4,))), ValueError, "bias has shape (4,), expected (12,)"),
         (lambda: C_CUDA.self_attention_forward(A((2, 5, 12)), 3, True), ValueError, "n_head must be >= 1 and divide C = 4, got 3"),
         (lambda: C_CUDA.self_attention_backward(A((2, 5, 4)), A((2, 5, 12)), A((2, 2, 5, 4)), 2, True), ValueError, "probs has shape (2, 2, 5, 4), expected (2, 2, 5, 5)"),
         (lambda: C_CUDA.crossentropy_forward(logits, A((4,), "<i4")), TypeError, "targets must be int64, got int32"),

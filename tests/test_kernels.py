@@ -156,6 +156,25 @@ def test_self_attention(B, T, NH, hs, dtype, is_causal):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B, T, NH, hs", SELF_ATTN_SHAPES)
+def test_self_attention_with_bias(B, T, NH, hs, dtype):
+    """The projection's bias (3C,) added as the kernel reads q, k, v: against the reference, and bit for
+    bit against the kernel without a bias on qkv + bias (the same numbers, added in the same order)."""
+    rng = np.random.default_rng(4)
+    C = NH * hs
+    qkv, dout, bias = randn(rng, (B, T, 3 * C), dtype), randn(rng, (B, T, C), dtype), randn(rng, (3 * C,), dtype)
+    out, stats = C_.self_attention_forward(qkv, NH, True, bias)
+    ref_out, ref_probs = ref.self_attention_forward(qkv, NH, True, bias)
+    close(out, ref_out, dtype)
+    dqkv = C_.self_attention_backward(dout, qkv, stats, NH, True, bias)
+    close(dqkv, ref.self_attention_backward(dout, qkv, ref_probs, NH, True, bias), dtype)
+    out_added, stats_added = C_.self_attention_forward(qkv + bias, NH, True)
+    np.testing.assert_array_equal(out, out_added)
+    np.testing.assert_array_equal(stats, stats_added)
+    np.testing.assert_array_equal(dqkv, C_.self_attention_backward(dout, qkv + bias, stats, NH, True))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_causal_attention_gives_the_future_exactly_zero_weight(dtype):
     """Changing the keys and values after position t leaves every output up to t bit for bit unchanged,
     and the gradients of those keys and values from the outputs up to t are exactly zero."""
@@ -337,6 +356,9 @@ def _bad_calls():
         (lambda: C_.attention_backward(q, q, q, q, z((2, 2, 5)), True), ValueError, "stats has shape (2, 2, 5), expected (2, 2, 5, 2)"),
         (lambda: C_.attention_backward(q.astype(f32), q, q, q, stats, True), TypeError, "dout has dtype float32"),
         (lambda: C_.self_attention_forward(z((2, 5, 8)), 2, True), ValueError, "qkv must be (B, T, 3C)"),
+        (lambda: C_.self_attention_forward(z((2, 5, 12)), 2, True, z(4)), ValueError, "bias has shape (4,), expected (12,)"),
+        (lambda: C_.self_attention_backward(z((2, 5, 4)), z((2, 5, 12)), z((2, 2, 5, 2)), 2, True, z(12, f32)), TypeError,
+         "bias has dtype float32 but qkv has float64"),
         (lambda: C_.self_attention_forward(z((2, 5)), 1, True), ValueError, "qkv must be (B, T, 3C)"),
         (lambda: C_.self_attention_forward(z((2, 5, 12)), 3, True), ValueError, "n_head must be >= 1 and divide C = 4, got 3"),
         (lambda: C_.self_attention_forward(z((2, 5, 12)), 0, True), ValueError, "n_head must be >= 1"),

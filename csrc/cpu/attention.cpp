@@ -28,13 +28,23 @@ constexpr int64_t kRows = 8;
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// A head's T rows of hs numbers, row r at src + r * ld -> (rows_p, hsp) rows times scale, zero-padded.
+// A head's T rows of hs numbers, row r at src + r * ld -> (rows_p, hsp) rows, (x + bias) * scale, zero-padded;
+// bias (hs,) or null.
 template <class T>
 static void pad_rows(T* __restrict dst, const T* __restrict src, int64_t ld, int64_t T_, int64_t rows_p, int64_t hs,
-                     int64_t hsp, T scale) {
+                     int64_t hsp, T scale, const T* __restrict bias = nullptr) {
     std::fill(dst, dst + rows_p * hsp, T(0));
     for (int64_t r = 0; r < T_; ++r)
-        for (int64_t d = 0; d < hs; ++d) dst[r * hsp + d] = src[r * ld + d] * scale;
+        if (bias)
+            for (int64_t d = 0; d < hs; ++d) dst[r * hsp + d] = (src[r * ld + d] + bias[d]) * scale;
+        else
+            for (int64_t d = 0; d < hs; ++d) dst[r * hsp + d] = src[r * ld + d] * scale;
+}
+
+// Head h's part of a bias (hs numbers at h * hs), or null for none.
+template <class T>
+inline const T* head_bias(const T* bias, int64_t h, int64_t NH, int64_t hs) {
+    return bias ? bias + (h % NH) * hs : nullptr;
 }
 
 // rows[i][l] -> rows[l][i] for a W x W block held in W vectors. Each step swaps the off-diagonal
@@ -219,16 +229,16 @@ MINIGRAD_INLINE static void softmax_backward_row(T* __restrict p, T* __restrict 
 template <class T>
 MINIGRAD_SIMD_CLONES static void forward_heads(T* out, T* stats, const T* q, const T* k, const T* v, int64_t begin,
                                                int64_t end, int64_t NH, int64_t T_, int64_t hs, HeadLayout in,
-                                               HeadLayout out_layout, bool is_causal) {
+                                               HeadLayout out_layout, bool is_causal, QKVBias<T> bias) {
     HeadScratch<T> w(T_, hs);
     const int64_t hsp = w.hsp, Tp = w.Tp;
     const T scale = T(1) / std::sqrt(T(hs));
     for (int64_t h = begin; h < end; ++h) {
         const int64_t off = in.offset(h, NH), out_off = out_layout.offset(h, NH);
-        pad_rows(w.qs.data(), q + off, in.row, T_, w.rows_p, hs, hsp, scale);
-        pad_rows(w.kp.data(), k + off, in.row, T_, w.rows_p, hs, hsp, T(1));
+        pad_rows(w.qs.data(), q + off, in.row, T_, w.rows_p, hs, hsp, scale, head_bias(bias.q, h, NH, hs));
+        pad_rows(w.kp.data(), k + off, in.row, T_, w.rows_p, hs, hsp, T(1), head_bias(bias.k, h, NH, hs));
         transpose_rows(w.kT.data(), w.kp.data(), hsp, Tp);
-        pad_rows(w.vp.data(), v + off, in.row, T_, w.rows_p, hs, hsp, T(1));
+        pad_rows(w.vp.data(), v + off, in.row, T_, w.rows_p, hs, hsp, T(1), head_bias(bias.v, h, NH, hs));
         for (int64_t i0 = 0; i0 < T_; i0 += kRows) {
             int64_t len[kRows];
             block_lengths(len, i0, T_, is_causal);
@@ -256,7 +266,7 @@ template <class T>
 MINIGRAD_SIMD_CLONES static void backward_heads(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k,
                                                 const T* v, const T* stats, int64_t begin, int64_t end, int64_t NH,
                                                 int64_t T_, int64_t hs, HeadLayout in, HeadLayout out_layout,
-                                                bool is_causal) {
+                                                bool is_causal, QKVBias<T> bias) {
     HeadScratch<T> w(T_, hs);
     const int64_t hsp = w.hsp, Tp = w.Tp;
     const T scale = T(1) / std::sqrt(T(hs));
@@ -264,9 +274,10 @@ MINIGRAD_SIMD_CLONES static void backward_heads(T* dq, T* dk, T* dv, const T* do
     std::fill(scales, scales + kRows, scale);
     for (int64_t h = begin; h < end; ++h) {
         const int64_t off = in.offset(h, NH), dout_off = out_layout.offset(h, NH);
-        pad_rows(w.qs.data(), q + off, in.row, T_, w.rows_p, hs, hsp, scale);  // q * scale, as in the forward
-        pad_rows(w.kp.data(), k + off, in.row, T_, w.rows_p, hs, hsp, T(1));
-        pad_rows(w.vp.data(), v + off, in.row, T_, w.rows_p, hs, hsp, T(1));
+        // q * scale, k and v, with their biases, as in the forward
+        pad_rows(w.qs.data(), q + off, in.row, T_, w.rows_p, hs, hsp, scale, head_bias(bias.q, h, NH, hs));
+        pad_rows(w.kp.data(), k + off, in.row, T_, w.rows_p, hs, hsp, T(1), head_bias(bias.k, h, NH, hs));
+        pad_rows(w.vp.data(), v + off, in.row, T_, w.rows_p, hs, hsp, T(1), head_bias(bias.v, h, NH, hs));
         transpose_rows(w.kT.data(), w.kp.data(), hsp, Tp);
         transpose_rows(w.vT.data(), w.vp.data(), hsp, Tp);
         pad_rows(w.dop.data(), dout + dout_off, out_layout.row, T_, w.rows_p, hs, hsp, T(1));
@@ -302,30 +313,31 @@ MINIGRAD_SIMD_CLONES static void backward_heads(T* dq, T* dk, T* dv, const T* do
 
 template <class T>
 void attention_forward(T* out, T* stats, const T* q, const T* k, const T* v, int64_t B, int64_t NH, int64_t T_,
-                       int64_t hs, HeadLayout qkv_layout, HeadLayout out_layout, bool is_causal) {
+                       int64_t hs, HeadLayout qkv_layout, HeadLayout out_layout, bool is_causal, QKVBias<T> bias) {
     const int64_t BH = B * NH;
     const double work_per_head = (is_causal ? 0.5 : 1.0) * double(T_) * double(T_) * (4.0 * double(hs) + 20.0);
     parallel_for(BH, num_chunks(BH, work_per_head), [=](int, int64_t begin, int64_t end) {
-        forward_heads(out, stats, q, k, v, begin, end, NH, T_, hs, qkv_layout, out_layout, is_causal);
+        forward_heads(out, stats, q, k, v, begin, end, NH, T_, hs, qkv_layout, out_layout, is_causal, bias);
     });
 }
 
 template <class T>
 void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* stats,
                         int64_t B, int64_t NH, int64_t T_, int64_t hs, HeadLayout qkv_layout, HeadLayout out_layout,
-                        bool is_causal) {
+                        bool is_causal, QKVBias<T> bias) {
     const int64_t BH = B * NH;
     const double work_per_head = (is_causal ? 0.5 : 1.0) * double(T_) * double(T_) * (12.0 * double(hs) + 28.0);
     parallel_for(BH, num_chunks(BH, work_per_head), [=](int, int64_t begin, int64_t end) {
-        backward_heads(dq, dk, dv, dout, q, k, v, stats, begin, end, NH, T_, hs, qkv_layout, out_layout, is_causal);
+        backward_heads(dq, dk, dv, dout, q, k, v, stats, begin, end, NH, T_, hs, qkv_layout, out_layout, is_causal,
+                       bias);
     });
 }
 
 #define MINIGRAD_ATTENTION(T)                                                                                      \
     template void attention_forward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t,  \
-                                       HeadLayout, HeadLayout, bool);                                             \
+                                       HeadLayout, HeadLayout, bool, QKVBias<T>);                                 \
     template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t,    \
-                                        int64_t, int64_t, int64_t, HeadLayout, HeadLayout, bool);
+                                        int64_t, int64_t, int64_t, HeadLayout, HeadLayout, bool, QKVBias<T>);
 MINIGRAD_ATTENTION(float)
 MINIGRAD_ATTENTION(double)
 

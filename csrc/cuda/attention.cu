@@ -110,6 +110,19 @@ __global__ void attention_dkv_kernel(T* dk, T* dv, const T* dscores, const T* do
 }
 
 template <class T>
+__global__ void add_row_bias_kernel(T* out, const T* x, const T* bias, int64_t n, int64_t C) {
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+        out[i] = x[i] + bias[i % C];
+}
+
+template <class T>
+int add_row_bias(T* out, const T* x, const T* bias, int64_t n, int64_t C, Stream stream) {
+    if (n == 0) return 0;
+    add_row_bias_kernel<<<grid_for(n, 256), 256, 0, as_stream(stream)>>>(out, x, bias, n, C);
+    return static_cast<int>(cudaGetLastError());
+}
+
+template <class T>
 int attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, int64_t B, int64_t NH, int64_t T_,
                       int64_t hs, HeadLayout qkv_layout, HeadLayout out_layout, bool is_causal, Stream stream) {
     if (B * NH * T_ == 0) return 0;
@@ -135,6 +148,7 @@ int attention_backward(T* dq, T* dk, T* dv, T* dscores, const T* dout, const T* 
 }
 
 #define MINIGRAD_CUDA_ATTENTION(T)                                                                                \
+    template int add_row_bias<T>(T*, const T*, const T*, int64_t, int64_t, Stream);                               \
     template int attention_forward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t,  \
                                       HeadLayout, HeadLayout, bool, Stream);                                     \
     template int attention_backward<T>(T*, T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t, \

@@ -38,6 +38,11 @@ int gelu_backward(T* dx, const T* dout, const T* x, const T* bias, int64_t n, in
 
 // Attention over B*NH heads: q, k, v laid out as qkv_layout, out as out_layout (head_layout.h: (B, NH, T, hs)
 // heads, or the heads side by side in qkv (B, T, 3C) and out (B, T, C)); probs (B, NH, T, T).
+// out = x + bias, x and out (n,) as rows of C numbers, bias (C,): the bias of a projection, added before
+// a kernel that reads the rows several times (on the GPU one more pass costs little).
+template <class T>
+int add_row_bias(T* out, const T* x, const T* bias, int64_t n, int64_t C, Stream stream);
+
 template <class T>
 int attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, int64_t B, int64_t NH, int64_t T_,
                       int64_t hs, HeadLayout qkv_layout, HeadLayout out_layout, bool is_causal, Stream stream);
