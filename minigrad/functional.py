@@ -27,6 +27,8 @@ class Linear(Function):
     dx = dy W, dW = dy^T x, db = sum of dy over the folded rows.
     """
 
+    fresh_grads = True  # backward returns new arrays (see Function.fresh_grads)
+
     def forward(self, x, weight, bias):
         self.x2 = x.reshape(-1, x.shape[-1])  # (N, in)
         self.weight = weight
@@ -71,6 +73,8 @@ def embedding(idx, weight):
 class CrossEntropy(Function):
     """mean over positions of -log softmax(logits)[target], fused: one node, dlogits = (softmax - onehot)/N."""
 
+    fresh_grads = True  # backward returns new arrays (see Function.fresh_grads)
+
     def forward(self, logits, targets):
         xp = get_array_module(logits)
         targets = xp.asarray(targets.data if isinstance(targets, Tensor) else targets)
@@ -101,6 +105,8 @@ def cross_entropy(logits, targets):
 class LayerNorm(Function):
     """(x - mean) / sqrt(var + eps) * weight + bias over the last axis, with its analytic backward."""
 
+    fresh_grads = True  # backward returns new arrays (see Function.fresh_grads)
+
     def forward(self, x, weight, bias, eps=1e-5):
         self.kernels = kernels_for(x)
         self.x, self.weight = _contiguous(x), _contiguous(weight)
@@ -129,6 +135,8 @@ class GELU(Function):
     dx = dout gelu'(z), dbias = dx summed over the rows.
     """
 
+    fresh_grads = True  # backward returns new arrays (see Function.fresh_grads)
+
     def forward(self, x, bias):
         if bias is not None and (x.ndim == 0 or bias.shape != x.shape[-1:]):
             raise ValueError(f"gelu: bias must have shape ({x.shape[-1] if x.ndim else 'C'},) for x of shape "
@@ -153,6 +161,8 @@ def gelu(x, bias=None):
 @register("scaled_dot_product_attention", method=False)
 class ScaledDotProductAttention(Function):
     """softmax(q k^T / sqrt(hs) + causal mask) v in one node; q, k, v (B, NH, T, hs)."""
+
+    fresh_grads = True  # backward returns new arrays (see Function.fresh_grads)
 
     def forward(self, q, k, v, is_causal=True):
         if not (q.shape == k.shape == v.shape and q.ndim >= 2):
@@ -181,6 +191,8 @@ class SelfAttention(Function):
     qkv (B, T, 3C) is [q | k | v], each n_head heads of hs = C / n_head side by side; out (B, T, C)
     has the heads side by side again. The same as splitting the heads, scaled_dot_product_attention
     and merging them, without the copies in between: the kernels read and write each head where it lies."""
+
+    fresh_grads = True  # backward returns new arrays (see Function.fresh_grads)
 
     def forward(self, qkv, bias, *, n_head, is_causal=True):
         if not isinstance(n_head, int) or n_head < 1:

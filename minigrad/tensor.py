@@ -187,7 +187,7 @@ class Tensor:
                 input_grads = (input_grads,)
             for inp, ig in zip(fn.inputs, input_grads):
                 if ig is not None and inp is not None and inp.requires_grad:
-                    _accumulate(grads, owned, inp, ig)
+                    _accumulate(grads, owned, inp, ig, fn.fresh_grads)
             if not retain_graph:
                 fn.free()
 
@@ -226,11 +226,13 @@ class IndexedGrad:
         self.index, self.values = index, values
 
 
-def _accumulate(grads, owned, inp, ig):
+def _accumulate(grads, owned, inp, ig, fresh=False):
     """grads[id(inp)] += ig, in place when the engine owns that buffer, else into a new one it then owns.
 
     NOTE: a gradient an op returned may be shared (add returns dout to both inputs), so it is never
-    changed in place; only buffers the engine allocated itself (listed in owned) are.
+    changed in place; only buffers listed in owned are: those the engine allocated itself, and those
+    of an op that says its gradients are fresh (its own new arrays). A residual connection's two
+    gradients then add up in the fresh one, just written and still in cache, not in a third buffer.
     """
     key, previous = id(inp), grads.get(id(inp))
     if isinstance(ig, IndexedGrad):
@@ -247,8 +249,14 @@ def _accumulate(grads, owned, inp, ig):
     ig = _unbroadcast(ig, inp.data.shape)
     if previous is None:
         grads[key] = ig
+        if fresh:
+            owned.add(key)
     elif key in owned:
         previous += ig
+    elif fresh and ig.dtype == previous.dtype:
+        ig += previous
+        grads[key] = ig
+        owned.add(key)
     else:
         grads[key] = previous + ig
         owned.add(key)
@@ -309,6 +317,9 @@ class Function:
     name = None  # set by @register; an unregistered Function (a student's own) works as well
     inputs = None
     n_inputs = None
+    # True when backward returns arrays of its own for every input, shared with nothing else (never its
+    # dout, never one array for two inputs): the engine may then add other gradients into them in place
+    fresh_grads = False
 
     @classmethod
     def apply(cls, *args, **params):

@@ -164,6 +164,27 @@ def test_shared_gradient_arrays_are_not_aliased():
     np.testing.assert_allclose(b.grad, [1.0, 1.0])
 
 
+def test_a_residual_adds_into_the_fresh_gradient_and_leaves_the_shared_one_alone(rng, monkeypatch):
+    """z = a + layer_norm(a): a's two gradients (z's, passed on by the add and shared with the other
+    branch, and layer_norm's own new dx) sum in layer_norm's buffer; the shared array is unchanged and
+    the sum is the one the engine makes without fresh gradients."""
+    a_data, w = rng.standard_normal((3, 5)), rng.standard_normal((3, 5))
+    seen = []
+
+    def grad_of_a(fresh):
+        monkeypatch.setattr(F.LayerNorm, "fresh_grads", fresh)
+        a = mg.Tensor(a_data, requires_grad=True)
+        z = a + F.layer_norm(a, mg.Tensor(np.ones(5)), None)
+        z.register_hook(lambda g: seen.append((g, g.copy())))  # the very array the add passes to both
+        (z * w).sum().backward()
+        return a.grad
+
+    ours, plain = grad_of_a(True), grad_of_a(False)
+    np.testing.assert_allclose(ours, plain, rtol=1e-12, atol=1e-15)
+    for shared, as_it_was in seen:
+        np.testing.assert_array_equal(shared, as_it_was)
+
+
 def test_gather_with_repeated_indices_scatter_adds():
     w = t(np.zeros((3, 2)))
     w[np.array([0, 2, 2, 2])].sum().backward()
