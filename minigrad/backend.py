@@ -119,13 +119,23 @@ def scatter_add(target, index, values):
         np.add.at(target, index, values)
 
 
+_ONE_HOT_MAX_ROWS = 256  # measured on a (8192, 64) batch: one-hot 1.1 ms vs sort 3.1 at 65 rows, 2.9 vs 3.8 at 256
+
+
 def _add_rows_at(target, index, values):
     """target[index] += values for an integer array picking rows of target (an embedding's backward).
 
-    The same sum as np.add.at, ~10x faster on a (8192, 64) batch: sort the rows by index, add each
-    run of equal indices with np.add.reduceat, then add the run sums in, each row once.
+    The same sum as np.add.at, much faster on a (8192, 64) batch. For a target of few rows (a
+    character vocabulary) as one matrix product, target += H values with H[r, i] = 1 where index i
+    picks row r (one-hot); for more rows: sort the rows by index, add each run of equal indices with
+    np.add.reduceat, then add the run sums in, each row once.
     """
     rows = np.where(index < 0, index + target.shape[0], index).reshape(-1)  # -1 and n-1 are one row
+    if target.shape[0] <= _ONE_HOT_MAX_ROWS and values.dtype.kind == "f":
+        one_hot = np.zeros((target.shape[0], rows.size), values.dtype)
+        one_hot[rows, np.arange(rows.size)] = 1  # an index outside target raises IndexError here
+        target += (one_hot @ values.reshape(rows.size, -1)).reshape(target.shape)
+        return
     order = np.argsort(rows, kind="stable")
     sorted_rows = rows[order]
     starts = np.flatnonzero(np.concatenate(([True], sorted_rows[1:] != sorted_rows[:-1])))

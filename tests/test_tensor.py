@@ -192,17 +192,20 @@ def test_gather_with_repeated_indices_scatter_adds():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_scatter_add_of_rows_matches_numpy_add_at(dtype):
-    """The sort-and-reduceat path of backend.scatter_add (integer arrays picking rows) against
-    np.add.at: repeated rows, negative indices naming the same rows, a 2-D index, trailing axes."""
+@pytest.mark.parametrize("n_rows", [7, 300])  # the one-hot product (up to 256 rows) and the sort-and-reduceat path
+def test_scatter_add_of_rows_matches_numpy_add_at(dtype, n_rows):
+    """backend.scatter_add of integer arrays picking rows against np.add.at: repeated rows, negative
+    indices naming the same rows, a 2-D index, trailing axes."""
     rng = np.random.default_rng(4)
-    target = rng.normal(size=(7, 3, 2)).astype(dtype)
-    index = rng.integers(-7, 7, size=(5, 40))
+    target = rng.normal(size=(n_rows, 3, 2)).astype(dtype)
+    index = rng.integers(-n_rows, n_rows, size=(5, 40))
     values = rng.normal(size=(5, 40, 3, 2)).astype(dtype)
     expected = target.copy()
     np.add.at(expected, index, values)
     scatter_add(target, index, values)
     np.testing.assert_allclose(target, expected, rtol=1e-6 if dtype == np.float32 else 1e-12, atol=1e-6)
+    with pytest.raises(IndexError):  # as np.add.at: a row outside target is an error, never wrapped around
+        scatter_add(target, np.array([0, n_rows]), values[0, :2])
 
 
 def test_chain_of_ten_thousand_ops_needs_no_recursion():
