@@ -232,6 +232,19 @@ def test_gelu_derivative(rng):
     close(library_vjp(F.gelu, [x], dy)[0], dx)
 
 
+def test_gelu_with_bias_derivative(rng):
+    """gelu(x + b): x-bar is gelu'(z) y-bar at z = x + b, and b-bar its sum over the rows."""
+    x, b, dy = rng.standard_normal((4, 7)) * 2, rng.standard_normal(7), rng.standard_normal((4, 7))
+    s = math.sqrt(2 / math.pi)
+    z = x + b
+    t = np.tanh(s * (z + 0.044715 * z**3))
+    dx = dy * (0.5 * (1 + t) + 0.5 * z * (1 - t**2) * s * (1 + 3 * 0.044715 * z**2))
+    close(dx.sum(axis=0), numeric_vjp(lambda b: np_gelu(x + b), b, dy))
+    ours_dx, ours_db = library_vjp(lambda x, b: F.gelu(x, bias=b), [x, b], dy)
+    close(ours_dx, dx)
+    close(ours_db, dx.sum(axis=0))
+
+
 def np_attention(q, k, v):
     T, d = q.shape[-2:]
     S = q @ k.swapaxes(-1, -2) / math.sqrt(d) + np.where(np.triu(np.ones((T, T), bool), 1), -np.inf, 0.0)
