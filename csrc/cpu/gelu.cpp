@@ -34,6 +34,15 @@ MINIGRAD_INLINE static T input_at(const T* x, const T* bias, int64_t i, int64_t 
         return x[i];
 }
 
+// s = sigmoid(2u) and s (1 - s) = e/(1+e)^2 for u = sqrt(2/pi) (z + 0.044715 z^3), branch-free
+template <class T>
+MINIGRAD_INLINE static void sigmoid_2u(T u, T& s, T& slope) {
+    const T e = vexp(-std::fabs(T(2) * u));
+    const T inv = T(1) / (T(1) + e);
+    s = u >= T(0) ? inv : e * inv;
+    slope = e * inv * inv;
+}
+
 // out[i] = gelu(z_i) for i in [begin, end)
 template <bool kBias, class T>
 MINIGRAD_SIMD_CLONES static void gelu_forward_range(T* out, const T* x, const T* bias, int64_t C, int64_t begin,
@@ -43,11 +52,9 @@ MINIGRAD_SIMD_CLONES static void gelu_forward_range(T* out, const T* x, const T*
         i1 = std::min(end, i0 - c + C);
         for (int64_t i = i0; i < i1; ++i) {
             const T z = input_at<kBias>(x, bias, i, i0, c);
-            const T u = T(kGeluScale) * (z + T(kGeluCubic) * z * z * z);
-            const T e = vexp(-std::fabs(T(2) * u));
-            const T inv = T(1) / (T(1) + e);
-            const T sig = u >= T(0) ? inv : e * inv;  // sigmoid(2u)
-            out[i] = z * sig;
+            T sig, slope;
+            sigmoid_2u(T(kGeluScale) * (z + T(kGeluCubic) * z * z * z), sig, slope);
+            out[i] = z * sig;  // (the slope goes unused here; the compiler drops it)
         }
     }
 }
@@ -61,13 +68,11 @@ MINIGRAD_SIMD_CLONES static void gelu_backward_range(T* dx, const T* dout, const
         i1 = std::min(end, i0 - c + C);
         for (int64_t i = i0; i < i1; ++i) {
             const T z = input_at<kBias>(x, bias, i, i0, c);
-            const T u = T(kGeluScale) * (z + T(kGeluCubic) * z * z * z);
             const T du = T(kGeluScale) * (T(1) + T(3 * kGeluCubic) * z * z);  // du/dz
-            const T e = vexp(-std::fabs(T(2) * u));
-            const T inv = T(1) / (T(1) + e);
-            const T sig = u >= T(0) ? inv : e * inv;
+            T sig, slope;
+            sigmoid_2u(T(kGeluScale) * (z + T(kGeluCubic) * z * z * z), sig, slope);
             // d/dz [z sigmoid(2u)] = sigmoid(2u) + 2 z sigmoid(2u) (1 - sigmoid(2u)) du/dz
-            dx[i] = dout[i] * (sig + T(2) * z * (e * inv * inv) * du);
+            dx[i] = dout[i] * (sig + T(2) * z * slope * du);
         }
     }
 }
