@@ -24,6 +24,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -116,17 +117,20 @@ def time_steps(step, steps):
     return times
 
 
+REPLY = "@bench "  # starts each line a worker means for the parent; anything else a library prints is skipped
+
+
 def serve(step, meta, warmup):
-    """The worker's side of the turns: warm up, say so, then on stdin "run N" time N steps and print
-    their times (one JSON line); "done" prints the versions and the peak RSS and ends the worker."""
+    """The worker's side of the turns: warm up, say so, then on stdin "run N" time N steps and reply
+    their times (JSON); "done" replies the versions and the peak RSS and ends the worker."""
     for _ in range(warmup):
         step()
-    print("ready", flush=True)
+    print(REPLY + json.dumps("ready"), flush=True)
     for line in sys.stdin:
         if line.startswith("run "):
-            print(json.dumps(time_steps(step, int(line.split()[1]))), flush=True)
+            print(REPLY + json.dumps(time_steps(step, int(line.split()[1]))), flush=True)
         elif line.strip() == "done":
-            print(json.dumps({"meta": meta, "peak_rss_mib": peak_rss_mib()}), flush=True)
+            print(REPLY + json.dumps({"meta": meta, "peak_rss_mib": peak_rss_mib()}), flush=True)
             return
 
 
@@ -140,21 +144,24 @@ class Worker:
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", library, "--worker-config", json.dumps(cfg),
                "--warmup", str(warmup), "--threads", str(threads)]
         self.library = library
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a chatty worker cannot block on it
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        self._read()  # "ready": built and warmed up
+                                     stderr=self.stderr, text=True)
+        if self._reply() != "ready":  # built and warmed up
+            raise RuntimeError(f"{self.library} worker did not say it was ready")
 
-    def _read(self):
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait()
-            raise RuntimeError(f"{self.library} worker failed:\n{self.proc.stderr.read().strip()}")
-        return line
+    def _reply(self):
+        for line in self.proc.stdout:
+            if line.startswith(REPLY):
+                return json.loads(line[len(REPLY):])
+        self.proc.wait()
+        self.stderr.seek(0)
+        raise RuntimeError(f"{self.library} worker failed:\n{self.stderr.read().strip()}")
 
     def ask(self, command):
         self.proc.stdin.write(command + "\n")
         self.proc.stdin.flush()
-        return json.loads(self._read())
+        return self._reply()
 
     def close(self):
         """Ends the worker; returns its versions and peak RSS."""
@@ -195,9 +202,10 @@ def bench_config(name, cfg, libraries, args, peak, rounds=None):
     L, H, C, T, B = cfg
     tokens, flops = B * T, step_flops(L, C, T, B)
     steps = args.steps if name == "default" else max(2, args.steps // 5)
-    workers = [Worker(lib, cfg, args.warmup, args.threads) for lib in libraries]
-    times, round_ms = {lib: [] for lib in libraries}, {lib: [] for lib in libraries}
+    workers, times, round_ms = [], {lib: [] for lib in libraries}, {lib: [] for lib in libraries}
     try:
+        for lib in libraries:
+            workers.append(Worker(lib, cfg, args.warmup, args.threads))
         for r in range(rounds or args.rounds):
             for w in workers if r % 2 == 0 else workers[::-1]:
                 time.sleep(0.05)  # let the other library's threads stop spinning and sleep first

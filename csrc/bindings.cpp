@@ -196,8 +196,10 @@ py::array gelu_forward(const py::object& x_obj, const py::object& b_obj) {
     const char* fn = "gelu_forward";
     py::array x = as_array(x_obj, fn, "x");
     const Dtype d = float_dtype(x, fn, "x");
-    const auto [b, C] = gelu_bias(b_obj, x, fn);
-    return dispatch(d, [&, C = C](auto zero) {
+    const auto bias_and_row = gelu_bias(b_obj, x, fn);  // (not a structured binding: lambdas capture it)
+    const auto& b = bias_and_row.first;
+    const int64_t C = bias_and_row.second;
+    return dispatch(d, [&](auto zero) {
         using T = decltype(zero);
         py::array o = empty<T>(shape_of(x));
         const T* bias = b_obj.is_none() ? nullptr : in<T>(b);
@@ -215,8 +217,10 @@ py::array gelu_backward(const py::object& dout_obj, const py::object& x_obj, con
     const Dtype d = float_dtype(x, fn, "x");
     check_same_dtype(dout, x, fn, "dout", "x");
     check_shape(dout, shape_of(x), fn, "dout");
-    const auto [b, C] = gelu_bias(b_obj, x, fn);
-    return dispatch(d, [&, C = C](auto zero) {
+    const auto bias_and_row = gelu_bias(b_obj, x, fn);  // (not a structured binding: lambdas capture it)
+    const auto& b = bias_and_row.first;
+    const int64_t C = bias_and_row.second;
+    return dispatch(d, [&](auto zero) {
         using T = decltype(zero);
         py::array dx = empty<T>(shape_of(x));
         const T* bias = b_obj.is_none() ? nullptr : in<T>(b);

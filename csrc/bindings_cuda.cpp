@@ -248,10 +248,12 @@ py::object gelu_forward(const py::object& x_obj, const py::object& b_obj) {
     const char* fn = "gelu_forward";
     const DeviceArray x = as_device_array(x_obj, fn, "x");
     const Dtype d = float_dtype(x, fn, "x");
-    const auto [b, C] = gelu_bias(b_obj, x, fn);
+    const auto bias_and_row = gelu_bias(b_obj, x, fn);  // (not a structured binding: lambdas capture it)
+    const auto& b = bias_and_row.first;
+    const int64_t C = bias_and_row.second;
     require_device(fn);
     const DeviceArray out = empty(x.shape, d);
-    dispatch(d, [&, C = C](auto zero) {
+    dispatch(d, [&](auto zero) {
         using T = decltype(zero);
         const T* bias = b_obj.is_none() ? nullptr : b.data<T>();
         check_launch(mc::gelu_forward(out.data<T>(), x.data<T>(), bias, x.size(), C, current_stream()), fn);
@@ -266,10 +268,12 @@ py::object gelu_backward(const py::object& dout_obj, const py::object& x_obj, co
     const Dtype d = float_dtype(x, fn, "x");
     check_same_dtype(dout, x, fn, "dout", "x");
     check_shape(dout, x.shape, fn, "dout");
-    const auto [b, C] = gelu_bias(b_obj, x, fn);
+    const auto bias_and_row = gelu_bias(b_obj, x, fn);  // (not a structured binding: lambdas capture it)
+    const auto& b = bias_and_row.first;
+    const int64_t C = bias_and_row.second;
     require_device(fn);
     const DeviceArray dx = empty(x.shape, d);
-    dispatch(d, [&, C = C](auto zero) {
+    dispatch(d, [&](auto zero) {
         using T = decltype(zero);
         const T* bias = b_obj.is_none() ? nullptr : b.data<T>();
         check_launch(mc::gelu_backward(dx.data<T>(), dout.data<T>(), x.data<T>(), bias, x.size(), C,

@@ -251,7 +251,7 @@ def _accumulate(grads, owned, inp, ig, fresh=False):
         grads[key] = ig
         if fresh:
             owned.add(key)
-    elif key in owned:
+    elif key in owned and ig.dtype == previous.dtype:  # (a wider ig: the sum below promotes, as it should)
         previous += ig
     elif fresh and ig.dtype == previous.dtype:
         ig += previous

@@ -204,8 +204,20 @@ def test_scatter_add_of_rows_matches_numpy_add_at(dtype, n_rows):
     np.add.at(expected, index, values)
     scatter_add(target, index, values)
     np.testing.assert_allclose(target, expected, rtol=1e-6 if dtype == np.float32 else 1e-12, atol=1e-6)
-    with pytest.raises(IndexError):  # as np.add.at: a row outside target is an error, never wrapped around
-        scatter_add(target, np.array([0, n_rows]), values[0, :2])
+    for outside in (n_rows, -n_rows - 1):  # as np.add.at: a row outside target is an error, never wrapped around
+        with pytest.raises(IndexError, match="row indices must lie in"):
+            scatter_add(target, np.array([0, outside]), values[0, :2])
+
+
+def test_scatter_add_of_rows_keeps_an_inf_in_its_own_row():
+    """An inf among the values lands in its row alone, as with np.add.at (a one-hot product would make
+    0 * inf = NaN in every other row)."""
+    target, values = np.zeros((5, 2)), np.ones((3, 2))
+    values[1, 0] = np.inf
+    scatter_add(target, np.array([0, 2, 2]), values)
+    expected = np.zeros((5, 2))
+    np.add.at(expected, np.array([0, 2, 2]), values)
+    np.testing.assert_array_equal(target, expected)
 
 
 def test_chain_of_ten_thousand_ops_needs_no_recursion():
