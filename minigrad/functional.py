@@ -14,6 +14,13 @@ from minigrad.ops import cat, masked_fill, split, transpose, where  # noqa: F401
 from minigrad.tensor import Function, Tensor, register
 
 
+def _sum_over_rows(a):
+    """a (..., C) summed over every axis but the last: a bias's gradient. One matrix-vector product,
+    ones @ rows (a single BLAS pass, about twice as fast as a.sum(axis=0))."""
+    rows = a.reshape(-1, a.shape[-1])
+    return get_array_module(rows).ones(len(rows), rows.dtype) @ rows
+
+
 def _contiguous(a):
     """a as a C-contiguous array of its own shape, for the kernels (np.ascontiguousarray makes a 0-d array 1-d)."""
     return get_array_module(a).ascontiguousarray(a).reshape(a.shape)
@@ -41,8 +48,7 @@ class Linear(Function):
         dout2 = dout.reshape(-1, dout.shape[-1])  # (N, out)
         dx = (dout2 @ self.weight).reshape(*dout.shape[:-1], self.weight.shape[1]) if self.needs_input_grad[0] else None
         dweight = dout2.T @ self.x2 if self.needs_input_grad[1] else None
-        # sum over the rows as a matrix-vector product: one BLAS pass, twice as fast as dout2.sum(axis=0)
-        dbias = get_array_module(dout2).ones(len(dout2), dout2.dtype) @ dout2 if self.needs_input_grad[2] else None
+        dbias = _sum_over_rows(dout2) if self.needs_input_grad[2] else None
         return dx, dweight, dbias
 
 
@@ -147,10 +153,7 @@ class GELU(Function):
 
     def backward(self, dout):
         dx = self.kernels.gelu_backward(_contiguous(dout), self.x, self.bias)
-        if self.bias is None or not self.needs_input_grad[1]:
-            return dx, None
-        rows = dx.reshape(-1, dx.shape[-1])
-        return dx, get_array_module(rows).ones(len(rows), rows.dtype) @ rows  # sum over rows, one BLAS pass
+        return dx, _sum_over_rows(dx) if self.bias is not None and self.needs_input_grad[1] else None
 
 
 def gelu(x, bias=None):
@@ -212,10 +215,7 @@ class SelfAttention(Function):
     def backward(self, dout):
         dqkv = self.kernels.self_attention_backward(_contiguous(dout), self.qkv, self.saved, self.n_head,
                                                     self.is_causal, self.bias)
-        if self.bias is None or not self.needs_input_grad[1]:
-            return dqkv, None
-        rows = dqkv.reshape(-1, dqkv.shape[-1])
-        return dqkv, get_array_module(rows).ones(len(rows), rows.dtype) @ rows  # sum over rows, one BLAS pass
+        return dqkv, _sum_over_rows(dqkv) if self.bias is not None and self.needs_input_grad[1] else None
 
 
 def self_attention(qkv, n_head, is_causal=True, bias=None):
