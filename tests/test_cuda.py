@@ -1,13 +1,16 @@
 """The GPU path. On a GPU with CuPy: every kernel of minigrad._C_cuda (and the CuPy run of the reference,
 the fallback when _C_cuda is not built) against the NumPy reference; float64 gradchecks and training on
 cpu and cuda. On every machine: the CUDA module imports where it was built, checks its arguments, raises
-"no CUDA device is usable" without a GPU; backend_info() reports the GPU path; CMake's MINIGRAD_CUDA switch.
-Tests that need a GPU carry the `gpu` marker and skip, with the reason, where there is none."""
+"no CUDA device is usable" without a GPU; backend_info() reports the GPU path; CMake's MINIGRAD_CUDA switch;
+and every kernel test once more on _C_cuda built against the CPU emulator in tests/cuda_emulator (marker
+`cuda_emulator`), in two thread orders. Tests that need a GPU carry the `gpu` marker and skip, with the
+reason, where there is none."""
 
 import importlib.util
 import inspect
 import math
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -19,6 +22,9 @@ import minigrad as mg
 import minigrad.functional as F
 from minigrad import backend
 from minigrad import kernels as ref
+
+import cuda_emulator
+from cuda_emulator import host_arrays
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 C_CUDA = backend._C_CUDA
@@ -59,36 +65,84 @@ def cuda_module_or_skip():
     return C_CUDA
 
 
-@pytest.fixture(params=["_C_cuda", "cupy reference"], ids=["ext", "cupy_ref"])
-def gpu_kernels(request):
-    """The module under test on the GPU: the CUDA kernels, or the reference run by CuPy (the fallback)."""
-    if request.param == "cupy reference":
-        if GPU_SKIP is not None:
-            pytest.skip(GPU_SKIP)
-        return ref
-    return cuda_module_or_skip()
+@pytest.fixture(scope="session")
+def emulated_cuda(request):
+    """minigrad._C_cuda built against the CPU emulator (tests/cuda_emulator), cached between runs."""
+    if sys.platform == "win32":
+        pytest.skip("the CUDA emulator runs threads as ucontext fibers: Linux and macOS only")
+    if cuda_emulator.compiler() is None:
+        pytest.skip("no C++ compiler on PATH for the emulated _C_cuda")
+    # MINIGRAD_CUDA_EMULATOR_CXXFLAGS adds compiler flags, e.g. "-fsanitize=address" (with libasan preloaded)
+    extra_flags = shlex.split(os.environ.get("MINIGRAD_CUDA_EMULATOR_CXXFLAGS", ""))
+    path = cuda_emulator.build(request.config.cache.mkdir("cuda_emulator"), extra_flags)
+    spec = importlib.util.spec_from_file_location("_C_cuda", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class OnDevice:
+    """The kernels under test and how to hand them arrays: `on.kernels.f(*on.arrays(x, y))`."""
+
+    def __init__(self, kernels, array):
+        self.kernels, self.array = kernels, array
+
+    def arrays(self, *arrays):
+        return [None if a is None else self.array(a) for a in arrays]
+
+
+def _on_device(request, name):
+    if name == "emulated":  # host memory as device memory, and the part of CuPy the bindings call
+        module = request.getfixturevalue("emulated_cuda")
+        request.getfixturevalue("monkeypatch").setitem(sys.modules, "cupy", host_arrays.host_cupy())
+        return OnDevice(module, host_arrays.asarray)
+    if GPU_SKIP is not None:
+        pytest.skip(GPU_SKIP)
+    kernels = ref if name == "cupy reference" else cuda_module_or_skip()
+    import cupy
+
+    return OnDevice(kernels, cupy.asarray)
+
+
+emulated = pytest.mark.cuda_emulator
+
+
+PLACES = {"ext": pytest.param("_C_cuda", marks=gpu, id="ext"),
+          "cupy_ref": pytest.param("cupy reference", marks=gpu, id="cupy_ref"),
+          "emulated": pytest.param("emulated", marks=emulated, id="emulated")}
+
+
+@pytest.fixture(params=PLACES.values())
+def on(request):
+    """Where the kernels run: _C_cuda on the GPU, the reference run by CuPy (the fallback when _C_cuda is
+    not built), or _C_cuda's own code on the CPU emulator (every machine with a C++ compiler)."""
+    return _on_device(request, request.param)
+
+
+@pytest.fixture(params=[PLACES["ext"], PLACES["emulated"]])
+def cuda_on(request):
+    """As `on`, for the CUDA kernels only (not the reference)."""
+    return _on_device(request, request.param)
+
+
+@pytest.fixture(params=[PLACES["ext"], PLACES["cupy_ref"]])
+def gpu_on(request):
+    """As `on`, on a real GPU only."""
+    return _on_device(request, request.param)
 
 
 DTYPES = [np.float64, np.float32]
 TOL = {np.float64: 1e-12, np.float32: 1e-5}  # as rtol and atol: |ours - ref| <= tol (1 + |ref|)
 
 
-def gpu_arrays(*arrays):
-    import cupy
-
-    return [None if a is None else cupy.asarray(a) for a in arrays]
-
-
 def close(ours, reference, dtype):
-    """Each output, a CuPy array, against the NumPy reference's: same shape and dtype, within tolerance."""
-    import cupy
-
+    """Each output, a device array, against the NumPy reference's: same shape and dtype, within tolerance."""
     ours = ours if isinstance(ours, tuple) else (ours,)
     reference = reference if isinstance(reference, tuple) else (reference,)
     assert len(ours) == len(reference)
     for i, (a, b) in enumerate(zip(ours, reference)):
-        assert isinstance(a, cupy.ndarray), f"output {i} is a {type(a).__name__}, not on the GPU"
-        a, b = cupy.asnumpy(a), np.asarray(b)
+        assert hasattr(a, "__cuda_array_interface__"), f"output {i} is a {type(a).__name__}, not on the device"
+        a, b = a.get(), np.asarray(b)
         assert a.shape == b.shape, f"output {i}: shape {a.shape} vs {b.shape}"
         assert a.dtype == dtype, f"output {i}: dtype {a.dtype}, expected {np.dtype(dtype)}"
         np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype], err_msg=f"output {i}")
@@ -101,19 +155,18 @@ def randn(rng, shape, dtype, scale=1.0):
 # --- every kernel against the NumPy reference, on the GPU ---------------------------------------
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 1), (1, 64), (3, 5), (2, 3, 7), (17,), (64, 129, 64), (8, 384)])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_layernorm(gpu_kernels, shape, dtype, with_bias):
+def test_layernorm(on, shape, dtype, with_bias):
     rng = np.random.default_rng(0)
     C = shape[-1]
     x = randn(rng, shape, dtype, scale=3.0) + dtype(2.0)  # a mean far from 0: the variance must not cancel
     weight, dout = randn(rng, C, dtype), randn(rng, shape, dtype)
     bias = randn(rng, C, dtype) if with_bias else None
-    out, mean, rstd = gpu_kernels.layernorm_forward(*gpu_arrays(x, weight, bias), 1e-5)
+    out, mean, rstd = on.kernels.layernorm_forward(*on.arrays(x, weight, bias), 1e-5)
     close((out, mean, rstd), ref.layernorm_forward(x, weight, bias, 1e-5), dtype)
-    dx, dweight, dbias = gpu_kernels.layernorm_backward(*gpu_arrays(dout, x, weight), mean, rstd)
+    dx, dweight, dbias = on.kernels.layernorm_backward(*on.arrays(dout, x, weight), mean, rstd)
     close(dx, ref.layernorm_backward(dout, x, weight, mean.get(), rstd.get())[0], dtype)
     # NOTE: dweight and dbias sum over every row; the float32 reference errs by ~1e-4 at 8256 rows, so
     # they are held to the reference run in float64 on the same inputs.
@@ -121,34 +174,31 @@ def test_layernorm(gpu_kernels, shape, dtype, with_bias):
     close((dweight, dbias), tuple(g.astype(dtype) for g in ref.layernorm_backward(*as64)[1:]), dtype)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(), (1,), (7, 13), (3, 1000), (64, 128, 256)])
-def test_gelu(gpu_kernels, shape, dtype):
+def test_gelu(on, shape, dtype):
     rng = np.random.default_rng(1)
     x, dout = randn(rng, shape, dtype, scale=4.0), randn(rng, shape, dtype)
-    close(gpu_kernels.gelu_forward(*gpu_arrays(x)), ref.gelu_forward(x), dtype)
-    close(gpu_kernels.gelu_backward(*gpu_arrays(dout, x)), ref.gelu_backward(dout, x), dtype)
+    close(on.kernels.gelu_forward(*on.arrays(x)), ref.gelu_forward(x), dtype)
+    close(on.kernels.gelu_backward(*on.arrays(dout, x)), ref.gelu_backward(dout, x), dtype)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 1), (7, 13), (64, 128, 256), (5, 0)])
-def test_gelu_with_bias(gpu_kernels, shape, dtype):
+def test_gelu_with_bias(on, shape, dtype):
     rng = np.random.default_rng(2)
     x, dout, bias = randn(rng, shape, dtype, scale=4.0), randn(rng, shape, dtype), randn(rng, shape[-1:], dtype)
-    close(gpu_kernels.gelu_forward(*gpu_arrays(x, bias)), ref.gelu_forward(x, bias), dtype)
-    close(gpu_kernels.gelu_backward(*gpu_arrays(dout, x, bias)), ref.gelu_backward(dout, x, bias), dtype)
+    close(on.kernels.gelu_forward(*on.arrays(x, bias)), ref.gelu_forward(x, bias), dtype)
+    close(on.kernels.gelu_backward(*on.arrays(dout, x, bias)), ref.gelu_backward(dout, x, bias), dtype)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_gelu_far_from_zero(gpu_kernels, dtype):
+def test_gelu_far_from_zero(on, dtype):
     x = np.array([-1e4, -40.0, -10.0, -3.0, -1e-8, -0.0, 0.0, 1e-8, 3.0, 10.0, 40.0, 1e4], dtype=dtype)
     dout = np.linspace(-1, 1, x.size).astype(dtype)
     with np.errstate(over="ignore"):  # the reference's x^3 overflows in float32 at 1e4: its answer stays right
-        close(gpu_kernels.gelu_forward(*gpu_arrays(x)), ref.gelu_forward(x), dtype)
-        close(gpu_kernels.gelu_backward(*gpu_arrays(dout, x)), ref.gelu_backward(dout, x), dtype)
+        close(on.kernels.gelu_forward(*on.arrays(x)), ref.gelu_forward(x), dtype)
+        close(on.kernels.gelu_backward(*on.arrays(dout, x)), ref.gelu_backward(dout, x), dtype)
 
 
 # (B, NH, T, hs): T = 1, one head, odd sizes, a 3-D (B, T, hs), the seed model's head, a T above 128 threads.
@@ -158,88 +208,125 @@ ATTN_SHAPES = [(1, 1, 1, 1), (2, 1, 1, 4), (1, 1, 5, 3), (2, 3, 17, 5), (4, 9, 8
 ATTN_DTYPE_SCALES = [(np.float64, 1.0), (np.float64, 30.0), (np.float32, 1.0)]
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype, scale", ATTN_DTYPE_SCALES)
 @pytest.mark.parametrize("shape", ATTN_SHAPES)
 @pytest.mark.parametrize("is_causal", [True, False])
-def test_attention(gpu_kernels, shape, dtype, is_causal, scale):
+def test_attention(on, shape, dtype, is_causal, scale):
     rng = np.random.default_rng(2)
     q, k, v, dout = (randn(rng, shape, dtype, s) for s in (scale, scale, 1.0, 1.0))
-    out, probs = gpu_kernels.attention_forward(*gpu_arrays(q, k, v), is_causal)
+    out, probs = on.kernels.attention_forward(*on.arrays(q, k, v), is_causal)
     close((out, probs), ref.attention_forward(q, k, v, is_causal), dtype)
     if is_causal:  # the future is exactly zero, not merely small
         assert not np.triu(probs.get(), k=1).any()
-    grads = gpu_kernels.attention_backward(*gpu_arrays(dout, q, k, v), probs)
+    grads = on.kernels.attention_backward(*on.arrays(dout, q, k, v), probs)
     close(grads, ref.attention_backward(dout, q, k, v, probs.get()), dtype)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B, T, NH, hs", [(1, 1, 1, 1), (2, 64, 4, 16), (3, 17, 3, 5), (1, 300, 2, 64)])
 @pytest.mark.parametrize("is_causal", [True, False])
-def test_self_attention(gpu_kernels, B, T, NH, hs, dtype, is_causal):
+def test_self_attention(on, B, T, NH, hs, dtype, is_causal):
     """The heads read and written where they lie in qkv (B, T, 3C) and out (B, T, C)."""
     rng = np.random.default_rng(4)
     qkv, dout = randn(rng, (B, T, 3 * NH * hs), dtype), randn(rng, (B, T, NH * hs), dtype)
-    out, probs = gpu_kernels.self_attention_forward(*gpu_arrays(qkv), NH, is_causal)
+    out, probs = on.kernels.self_attention_forward(*on.arrays(qkv), NH, is_causal)
     close((out, probs), ref.self_attention_forward(qkv, NH, is_causal), dtype)
-    dqkv = gpu_kernels.self_attention_backward(*gpu_arrays(dout, qkv), probs, NH, is_causal)
+    dqkv = on.kernels.self_attention_backward(*on.arrays(dout, qkv), probs, NH, is_causal)
     close(dqkv, ref.self_attention_backward(dout, qkv, probs.get(), NH, is_causal), dtype)
     bias = randn(rng, (3 * NH * hs,), dtype)
-    out, probs = gpu_kernels.self_attention_forward(*gpu_arrays(qkv), NH, is_causal, *gpu_arrays(bias))
+    out, probs = on.kernels.self_attention_forward(*on.arrays(qkv), NH, is_causal, *on.arrays(bias))
     close((out, probs), ref.self_attention_forward(qkv, NH, is_causal, bias), dtype)
-    dqkv = gpu_kernels.self_attention_backward(*gpu_arrays(dout, qkv), probs, NH, is_causal, *gpu_arrays(bias))
+    dqkv = on.kernels.self_attention_backward(*on.arrays(dout, qkv), probs, NH, is_causal, *on.arrays(bias))
     close(dqkv, ref.self_attention_backward(dout, qkv, probs.get(), NH, is_causal, bias), dtype)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("N, V", [(1, 1), (1, 65), (37, 65), (5, 1000), (300, 65), (4096, 65)])
 @pytest.mark.parametrize("scale", [1.0, 1e4])  # 1e4: logits of +-1e4, where exp overflows without the shift
-def test_crossentropy(gpu_kernels, N, V, dtype, scale):
+def test_crossentropy(on, N, V, dtype, scale):
     rng = np.random.default_rng(3)
     logits, targets = randn(rng, (N, V), dtype, scale), rng.integers(0, V, N)
-    loss, probs = gpu_kernels.crossentropy_forward(*gpu_arrays(logits, targets))
+    loss, probs = on.kernels.crossentropy_forward(*on.arrays(logits, targets))
     assert loss.shape == ()
     close((loss, probs), ref.crossentropy_forward(logits, targets), dtype)
-    dlogits = gpu_kernels.crossentropy_backward(0.37, probs, *gpu_arrays(targets))
+    dlogits = on.kernels.crossentropy_backward(0.37, probs, *on.arrays(targets))
     close(dlogits, ref.crossentropy_backward(0.37, probs.get(), targets), dtype)
 
 
-@pytest.mark.gpu
-def test_crossentropy_bad_target_gives_nan_not_a_stray_read():
+def test_crossentropy_bad_target_gives_nan_not_a_stray_read(cuda_on):
     """_C_cuda does not check target values on the host (that needs a sync): one out of [0, V) gives NaN."""
-    module = cuda_module_or_skip()
-    logits, targets = gpu_arrays(np.zeros((3, 4), np.float32), np.array([0, 9, 1]))
-    loss, _ = module.crossentropy_forward(logits, targets)
+    on = cuda_on
+    logits, targets = on.arrays(np.zeros((3, 4), np.float32), np.array([0, 9, 1]))
+    loss, _ = on.kernels.crossentropy_forward(logits, targets)
     assert math.isnan(float(loss))
 
 
 PARAM_SHAPES = [(65, 16), (32, 16), (48, 16), (48,), (16,), (), (300_000,)]
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_adamw_update_and_global_norm(gpu_kernels, dtype):
+def test_adamw_update_and_global_norm(on, dtype):
     rng = np.random.default_rng(4)
     params = [randn(rng, s, dtype) for s in PARAM_SHAPES]
     ms = [randn(rng, s, dtype, 0.1) for s in PARAM_SHAPES]
     vs = [np.asarray(np.abs(randn(rng, s, dtype, 0.1))) for s in PARAM_SHAPES]
-    ours = [gpu_arrays(*arrays) for arrays in (params, ms, vs)]
+    ours = [on.arrays(*arrays) for arrays in (params, ms, vs)]
     for step in (1, 2, 3):
         grads = [randn(rng, s, dtype) for s in PARAM_SHAPES]
-        norm = gpu_kernels.global_norm(gpu_arrays(*grads))
+        norm = on.kernels.global_norm(on.arrays(*grads))
         assert isinstance(norm, float)
         np.testing.assert_allclose(norm, ref.global_norm(grads), rtol=TOL[dtype])
         hyper = dict(lr=3e-3, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, step=step)
-        assert gpu_kernels.adamw_update(ours[0], gpu_arrays(*grads), ours[1], ours[2], **hyper) is None  # in place
+        assert on.kernels.adamw_update(ours[0], on.arrays(*grads), ours[1], ours[2], **hyper) is None  # in place
         ref.adamw_update(params, grads, ms, vs, **hyper)
     for got, reference in zip(ours, (params, ms, vs)):
         close(tuple(got), tuple(reference), dtype)
 
 
-@pytest.mark.gpu
-def test_kernels_run_on_cupys_current_stream(gpu_kernels):
+def _every_kernel_once(on, dtype):
+    """Each kernel's outputs, as NumPy arrays, on fixed inputs sized so that threads own several items."""
+    rng = np.random.default_rng(5)
+    k, outputs = on.kernels, {}
+    x, w, b, dout = randn(rng, (40, 384), dtype), randn(rng, 384, dtype), randn(rng, 384, dtype), randn(rng, (40, 384), dtype)
+    outputs["layernorm_forward"] = out, mean, rstd = k.layernorm_forward(*on.arrays(x, w, b), 1e-5)
+    outputs["layernorm_backward"] = k.layernorm_backward(*on.arrays(dout, x, w), mean, rstd)
+    outputs["gelu_forward"] = k.gelu_forward(*on.arrays(x, b))
+    outputs["gelu_backward"] = k.gelu_backward(*on.arrays(dout, x, b))
+    qkv, dout, bias = randn(rng, (2, 130, 48), dtype), randn(rng, (2, 130, 16), dtype), randn(rng, 48, dtype)
+    for causal in (True, False):
+        outputs[f"self_attention_forward {causal}"] = out, probs = k.self_attention_forward(
+            *on.arrays(qkv), 2, causal, *on.arrays(bias))
+        outputs[f"self_attention_backward {causal}"] = k.self_attention_backward(
+            *on.arrays(dout, qkv), probs, 2, causal, *on.arrays(bias))
+    logits, targets = randn(rng, (50, 1000), dtype, 3.0), rng.integers(0, 1000, 50)
+    outputs["crossentropy_forward"] = loss, probs = k.crossentropy_forward(*on.arrays(logits, targets))
+    outputs["crossentropy_backward"] = k.crossentropy_backward(0.5, probs, *on.arrays(targets))
+    params, grads = on.arrays(*(randn(rng, s, dtype) for s in PARAM_SHAPES)), on.arrays(*(randn(rng, s, dtype) for s in PARAM_SHAPES))
+    ms, vs = on.arrays(*(np.zeros(s, dtype) for s in PARAM_SHAPES)), on.arrays(*(np.zeros(s, dtype) for s in PARAM_SHAPES))
+    outputs["global_norm"] = (np.array(k.global_norm(grads)),)
+    k.adamw_update(params, grads, ms, vs, 3e-3, 0.9, 0.95, 1e-8, 0.1, 1)
+    outputs["adamw_update"] = (*params, *ms, *vs)
+    return {name: [a if isinstance(a, np.ndarray) else a.get() for a in arrays] for name, arrays in outputs.items()}
+
+
+@emulated
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_emulated_kernels_give_the_same_bits_whatever_order_threads_run_in(emulated_cuda, monkeypatch, dtype):
+    """Every kernel with each block's threads run lowest index first, then highest first: a kernel that reads
+    what another thread writes without a barrier between reads it too early in one of the two orders."""
+    monkeypatch.setitem(sys.modules, "cupy", host_arrays.host_cupy())
+    on = OnDevice(emulated_cuda, host_arrays.asarray)
+    forward = _every_kernel_once(on, dtype)
+    monkeypatch.setenv("MINIGRAD_CUDA_EMULATOR_ORDER", "reverse")
+    reverse = _every_kernel_once(on, dtype)
+    assert forward.keys() == reverse.keys()
+    for name, arrays in forward.items():
+        for i, (a, b) in enumerate(zip(arrays, reverse[name])):
+            assert not np.isnan(a).all(), f"{name} output {i} was never written"
+            np.testing.assert_array_equal(b, a, err_msg=f"{name} output {i}")
+
+
+def test_kernels_run_on_cupys_current_stream(gpu_on):
     """Work queued on a non-blocking stream, then a kernel, then only that stream is awaited: a kernel
     launched on another stream could read x before it is written."""
     import cupy
@@ -249,7 +336,7 @@ def test_kernels_run_on_cupys_current_stream(gpu_kernels):
         x = cupy.zeros(1 << 22, dtype=cupy.float32)
         for _ in range(20):  # keep the stream busy
             x = cupy.sin(x) + 1.0
-        out = gpu_kernels.gelu_forward(x)
+        out = gpu_on.kernels.gelu_forward(x)
         x_host = x.get(stream=stream)
         stream.synchronize()
         np.testing.assert_allclose(out.get(stream=stream), ref.gelu_forward(x_host), rtol=1e-5, atol=1e-5)
@@ -273,19 +360,16 @@ def test_kernels_for_picks_cuda_for_cupy_arrays():
         mg.set_backend(before)
 
 
-@pytest.mark.gpu
-def test_bad_arguments_on_the_gpu():
-    module = cuda_module_or_skip()
-    import cupy
-
-    x = cupy.zeros((4, 8))
+def test_bad_arguments_on_the_device(cuda_on):
+    module, x = cuda_on.kernels, cuda_on.array(np.zeros((4, 8)))
     cases = [
         (lambda: module.gelu_forward(x.T), ValueError, "x must be C-contiguous"),
         (lambda: module.gelu_forward(x[:, ::2]), ValueError, "x must be C-contiguous"),
-        (lambda: module.gelu_forward(x.astype(cupy.int32)), TypeError, "x must be float32 or float64, got int32"),
-        (lambda: module.gelu_backward(x.astype(cupy.float32), x), TypeError, "dout has dtype float32 but x has float64"),
+        (lambda: module.gelu_forward(x.astype(np.int32)), TypeError, "x must be float32 or float64, got int32"),
+        (lambda: module.gelu_backward(x.astype(np.float32), x), TypeError, "dout has dtype float32 but x has float64"),
         (lambda: module.gelu_forward(np.zeros(3)), TypeError, "x must be a CuPy array"),
-        (lambda: module.layernorm_forward(x, cupy.zeros(7), None, 1e-5), ValueError, "weight has shape (7,), expected (8,)"),
+        (lambda: module.layernorm_forward(x, cuda_on.array(np.zeros(7)), None, 1e-5), ValueError,
+         "weight has shape (7,), expected (8,)"),
     ]
     for call, error, message in cases:
         with pytest.raises(error) as info:
