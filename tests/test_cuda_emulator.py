@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import cuda_emulator
@@ -74,3 +75,43 @@ def test_every_launch_is_rewritten():
     assert text == "::minigrad_emu::launch([&] { k(out,\n    f(x), n); }, grid_for(n, 256), 256, 0, s);"
     with pytest.raises(ValueError, match="cannot rewrite"):
         cuda_emulator.translate("k<T><<<1, 32>>>(x);")
+
+
+# --- host_cupy: CuPy's API on host memory, for minigrad's GPU path on the emulator ----------------
+
+
+def test_host_cupy_behaves_like_cupy_where_minigrad_could_tell():
+    from cuda_emulator import host_cupy
+
+    cupy, host = host_cupy.module(), np.arange(6.0).reshape(2, 3)
+    x = cupy.asarray(host)
+    host[0, 0] = 99.0  # asarray of host data is a copy, as a transfer to the GPU is
+    assert x.get()[0, 0] == 0.0 and isinstance(x.get(), np.ndarray)
+    with pytest.raises(TypeError, match="Implicit conversion to a NumPy array is not allowed"):
+        np.asarray(x)
+    with pytest.raises(TypeError, match="does not mix NumPy arrays"):
+        x + host
+    total = x.sum()
+    assert isinstance(total, cupy.ndarray) and total.shape == () and float(total) == 15.0
+    y = x
+    y += 1.0  # in place: the same array
+    assert y is x and x.get()[0, 0] == 1.0
+    assert isinstance(cupy.exp(x), cupy.ndarray) and isinstance(x.T[0], cupy.ndarray)
+    assert x.__cuda_array_interface__["data"][0] == x._array.ctypes.data
+    with pytest.raises(AttributeError, match="add it to METHODS"):
+        x.nonzero()
+
+
+def test_host_cupy_only_offers_names_cupy_has():
+    cupy = pytest.importorskip("cupy", reason="CuPy is not installed: the names cannot be checked against it")
+    import cupyx
+
+    from cuda_emulator import host_cupy
+
+    module_names = host_cupy.FUNCTIONS | host_cupy.CONSTANTS | {"ndarray", "array", "asarray", "asnumpy", "empty",
+                                                                 "get_array_module"}
+    assert sorted(n for n in module_names if not hasattr(cupy, n)) == []
+    assert sorted(n for n in host_cupy.METHODS | {"get", "T", "shape", "dtype", "flags"}
+                  if not hasattr(cupy.ndarray, n)) == []
+    assert hasattr(cupy.cuda, "get_current_stream") and hasattr(cupy.cuda.runtime, "getDeviceCount")
+    assert hasattr(cupyx, "scatter_add")
