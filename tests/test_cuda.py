@@ -60,7 +60,7 @@ def device(request):
 
 
 @pytest.fixture(params=[pytest.param("gpu", marks=needs_gpu), pytest.param("emulated", marks=pytest.mark.cuda_emulator)])
-def cuda_device(request):
+def cuda_kind(request):
     """Device 'cuda' on a GPU, or on the emulated one: 'gpu' or 'emulated'."""
     if request.param == "emulated":
         emulate_the_gpu(request)
@@ -81,10 +81,11 @@ def cuda_module_or_skip():
 @pytest.fixture(scope="session")
 def emulated_cuda(request, tmp_path_factory):
     """minigrad._C_cuda built against the CPU emulator (tests/cuda_emulator), cached between runs."""
-    if sys.platform == "win32":
-        pytest.skip("the CUDA emulator runs threads as ucontext fibers: Linux and macOS only")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the CUDA emulator's fibers are built for Linux")
     if cuda_emulator.compiler() is None:
         pytest.skip("no C++ compiler on PATH for the emulated _C_cuda")
+    pytest.importorskip("pybind11", reason="the emulated _C_cuda needs pybind11's headers: pip install -e '.[test]'")
     # MINIGRAD_CUDA_EMULATOR_CXXFLAGS adds compiler flags, e.g. "-fsanitize=address" (with libasan preloaded)
     extra_flags = shlex.split(os.environ.get("MINIGRAD_CUDA_EMULATOR_CXXFLAGS", ""))
     name = "cuda_emulator" + "".join("_" + f.strip("-").replace("=", "_").replace(",", "_") for f in extra_flags)
@@ -113,8 +114,9 @@ def emulate_the_gpu(request):
     monkeypatch = request.getfixturevalue("monkeypatch")
     monkeypatch.setitem(sys.modules, "cupy", host_cupy.module())
     monkeypatch.setitem(sys.modules, "cupyx", host_cupy.cupyx_module())
-    monkeypatch.setattr(backend, "_cupy", host_cupy.module())
+    monkeypatch.setattr(backend, "_cupy", None)  # imported on first need, as CuPy is (it finds host_cupy)
     monkeypatch.setattr(backend, "_C_CUDA", module)
+    monkeypatch.setattr(backend, "_C_CUDA_REASON", "minigrad._C_cuda is emulated on the CPU (tests/cuda_emulator)")
     return module
 
 
@@ -166,7 +168,7 @@ def close(ours, reference, dtype):
     reference = reference if isinstance(reference, tuple) else (reference,)
     assert len(ours) == len(reference)
     for i, (a, b) in enumerate(zip(ours, reference)):
-        assert hasattr(a, "__cuda_array_interface__"), f"output {i} is a {type(a).__name__}, not on the device"
+        assert isinstance(a, sys.modules["cupy"].ndarray), f"output {i} is a {type(a).__name__}, not on the device"
         a, b = a.get(), np.asarray(b)
         assert a.shape == b.shape, f"output {i}: shape {a.shape} vs {b.shape}"
         assert a.dtype == dtype, f"output {i}: dtype {a.dtype}, expected {np.dtype(dtype)}"
@@ -177,7 +179,7 @@ def randn(rng, shape, dtype, scale=1.0):
     return np.asarray(scale * rng.standard_normal(shape), dtype=dtype)
 
 
-# --- every kernel against the NumPy reference, on the GPU ---------------------------------------
+# --- every kernel against the NumPy reference, on the GPU and the emulator ---------------------------------------
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -340,13 +342,14 @@ def test_emulated_kernels_give_the_same_bits_whatever_order_threads_run_in(reque
     """Every kernel with each block's threads run lowest index first, then highest first: a kernel that reads
     what another thread writes without a barrier between reads it too early in one of the two orders."""
     on = OnDevice(emulate_the_gpu(request), host_cupy.asarray)
+    monkeypatch.setenv("MINIGRAD_CUDA_EMULATOR_ORDER", "forward")
     forward = _every_kernel_once(on, dtype)
     monkeypatch.setenv("MINIGRAD_CUDA_EMULATOR_ORDER", "reverse")
     reverse = _every_kernel_once(on, dtype)
     assert forward.keys() == reverse.keys()
     for name, arrays in forward.items():
         for i, (a, b) in enumerate(zip(arrays, reverse[name])):
-            assert not np.isnan(a).all(), f"{name} output {i} was never written"
+            assert not np.isnan(a).any(), f"{name} output {i} was not written everywhere"
             np.testing.assert_array_equal(b, a, err_msg=f"{name} output {i}")
 
 
@@ -366,7 +369,7 @@ def test_kernels_run_on_cupys_current_stream(gpu_on):
         np.testing.assert_allclose(out.get(stream=stream), ref.gelu_forward(x_host), rtol=1e-5, atol=1e-5)
 
 
-def test_kernels_for_picks_cuda_for_cupy_arrays(cuda_device):
+def test_kernels_for_picks_cuda_for_cupy_arrays(cuda_kind):
     import cupy
 
     x = cupy.ones(3)
@@ -456,7 +459,7 @@ def test_gradcheck_tiny_gpt(device):
     assert mg.gradcheck(loss_of, params, max_elements=6)
 
 
-def test_mixing_devices_is_a_clear_error(cuda_device):
+def test_mixing_devices_is_a_clear_error(cuda_kind):
     a, b = mg.Tensor(np.ones(3)).to("cuda"), mg.Tensor(np.ones(3))
     with pytest.raises(RuntimeError, match="different devices"):
         a + b
@@ -491,7 +494,7 @@ TRAIN_TOL = {np.float32: 1e-4, np.float64: 1e-9}
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_training_on_cpu_and_cuda_agree(cuda_device, dtype):
+def test_training_on_cpu_and_cuda_agree(cuda_kind, dtype):
     cpu_losses, cpu_norms, cpu_params = _train("cpu", dtype)
     gpu_losses, gpu_norms, gpu_params = _train("cuda", dtype)
     assert cpu_losses[-1] < cpu_losses[0]  # it learns
@@ -510,15 +513,15 @@ TRAIN_CHAR_RUNS = {"gpu": (["--max-iters", "300", "--eval-interval", "100", "--b
                                  "--lr", "1e-2", "--min-lr", "1e-3"], 2 / 3)}
 
 
-def test_train_char_on_cuda_learns(cuda_device, tmp_path, capsys):
-    sys.path.insert(0, ROOT)
+def test_train_char_on_cuda_learns(cuda_kind, tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(ROOT)
     import train_char
 
     rng = np.random.default_rng(0)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("".join(rng.choice(["the ", "cat ", "sat ", "on ", "a ", "mat ", "and ", "dog ", "ran\n"], 6000)))
     out_dir = tmp_path / "out"
-    run, fall_to = TRAIN_CHAR_RUNS[cuda_device]
+    run, fall_to = TRAIN_CHAR_RUNS[cuda_kind]
     code = train_char.main(["--data", str(corpus), "--out-dir", str(out_dir), "--device", "cuda", "--n-layer", "2",
                             "--n-head", "2", "--n-embd", "32", "--sample-len", "40", *run])
     out = capsys.readouterr()
@@ -533,10 +536,10 @@ def test_train_char_on_cuda_learns(cuda_device, tmp_path, capsys):
 # --- what is checked on every machine -----------------------------------------------------------
 
 
-def test_train_char_device_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+def test_train_char_device_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys, monkeypatch):
     if mg.backend_info()["cuda_available"]:
         pytest.skip("this machine has a usable GPU")
-    sys.path.insert(0, ROOT)
+    monkeypatch.syspath_prepend(ROOT)
     import train_char
 
     code = train_char.main(["--device", "cuda", "--out-dir", str(tmp_path), "--max-iters", "1"])

@@ -4,6 +4,7 @@ in a partial warp or after lanes returned, a deadlock, a launch configuration CU
 are in cuda_emulator/selftest.cu; test_cuda.py runs minigrad's own kernels on the emulator."""
 
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -13,10 +14,11 @@ import pytest
 import cuda_emulator
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = pathlib.Path(HERE).parent
 ORDERS = ["forward", "reverse"]
 
 pytestmark = [pytest.mark.cuda_emulator,
-              pytest.mark.skipif(sys.platform == "win32", reason="the CUDA emulator's fibers need Linux or macOS"),
+              pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the CUDA emulator's fibers are built for Linux"),
               pytest.mark.skipif(cuda_emulator.compiler() is None, reason="no C++ compiler on PATH")]
 
 
@@ -58,10 +60,26 @@ def test_a_missing_barrier_changes_the_result(selftest, order):
     ("warp_sum_after_lanes_returned", "but some of its lanes have returned"),
     ("deadlock", "error: CUDA emulator: deadlock in block (0, 0, 0): 32 threads wait at __syncthreads, 32 at a "
                  "warp shuffle, 0 have returned"),
+    ("divergent_syncthreads", "wait at different __syncthreads calls, "),
 ])
 def test_undefined_behaviour_is_an_error(selftest, case, message, order):
     out = run(selftest, case, order)
     assert message in out and out.startswith("error: "), out
+
+
+def test_the_lowest_thread_that_can_run_runs_first(selftest):
+    """Warp 0 arrives at its shuffle, is released at once and finishes before warp 1 starts."""
+    first, second = list(range(32)), list(range(32, 64))
+    expected = first + [1000 + t for t in first] + second + [1000 + t for t in second]
+    assert ints(run(selftest, "schedule", "forward")) == expected
+    last, next_to_last = second[::-1], first[::-1]
+    expected = last + [1000 + t for t in last] + next_to_last + [1000 + t for t in next_to_last]
+    assert ints(run(selftest, "schedule", "reverse")) == expected
+
+
+def test_arguments_are_evaluated_once_and_an_error_leaves_the_emulator_usable(selftest):
+    assert ints(run(selftest, "arguments_evaluated_once", "forward"))[:2] == [1, 496]
+    assert ints(run(selftest, "a_launch_after_an_error", "forward")) == [496] * 64
 
 
 @pytest.mark.parametrize("case", ["too_many_threads", "empty_grid"])
@@ -72,9 +90,16 @@ def test_a_launch_cuda_refuses_is_reported_by_cuda_get_last_error(selftest, case
 def test_every_launch_is_rewritten():
     text, count = cuda_emulator.translate("k<<<grid_for(n, 256), 256, 0, s>>>(out,\n    f(x), n);")
     assert count == 1
-    assert text == "::minigrad_emu::launch([&] { k(out,\n    f(x), n); }, grid_for(n, 256), 256, 0, s);"
-    with pytest.raises(ValueError, match="cannot rewrite"):
-        cuda_emulator.translate("k<T><<<1, 32>>>(x);")
+    assert text == ("::minigrad_emu::launch([&](auto&... a) { k(a...); }, std::make_tuple(out,\n    f(x), n), "
+                    "grid_for(n, 256), 256, 0, s);")
+    text, count = cuda_emulator.translate("k<<<1, 32>>>(x) ;\nother(y);")  # the next statement stays outside
+    assert count == 1 and text.endswith("}, std::make_tuple(x), 1, 32);\nother(y);")
+    for bad in ("k<T><<<1, 32>>>(x);", "k<<<1, 32>>>(x)\nother(y);"):
+        with pytest.raises(ValueError, match="cannot rewrite"):
+            cuda_emulator.translate(bad)
+    for cu in sorted((ROOT / "csrc" / "cuda").glob("*.cu")):  # every launch of the real kernels
+        source = cu.read_text()
+        assert cuda_emulator.translate(source)[1] == source.count("<<<"), cu.name
 
 
 # --- host_cupy: CuPy's API on host memory, for minigrad's GPU path on the emulator ----------------
@@ -100,6 +125,12 @@ def test_host_cupy_behaves_like_cupy_where_minigrad_could_tell():
     assert x.__cuda_array_interface__["data"][0] == x._array.ctypes.data
     with pytest.raises(AttributeError, match="add it to METHODS"):
         x.nonzero()
+    for call in (lambda: cupy.concatenate([x, host]), lambda: np.concatenate([x, host]), lambda: x.dot(host.T)):
+        with pytest.raises(TypeError, match="does not mix NumPy arrays"):
+            call()
+    with pytest.raises(ValueError, match="from a NumPy array is not supported"):
+        x[0] = host[1]
+    assert np.isnan(cupy.empty_like(x).get()).all()
 
 
 def test_host_cupy_only_offers_names_cupy_has():
@@ -115,3 +146,19 @@ def test_host_cupy_only_offers_names_cupy_has():
                   if not hasattr(cupy.ndarray, n)) == []
     assert hasattr(cupy.cuda, "get_current_stream") and hasattr(cupy.cuda.runtime, "getDeviceCount")
     assert hasattr(cupyx, "scatter_add")
+
+
+def test_host_cupy_offers_every_function_minigrad_calls():
+    """Each `xp.<name>` in minigrad/*.py (xp being NumPy or CuPy), so the emulated GPU path never
+    stops at a function missing from the stand-in; with CuPy installed, the test above checks them."""
+    import re
+
+    from cuda_emulator import host_cupy
+
+    cupy = host_cupy.module()
+    used = set()
+    for path in (ROOT / "minigrad").glob("*.py"):
+        used |= set(re.findall(r"\bxp\.(\w+)", path.read_text()))
+        used |= set(re.findall(r"get_array_module\([^()]*\)\.(\w+)", path.read_text()))
+    assert used, "the scan found no xp.<name> at all"
+    assert sorted(n for n in used if not hasattr(cupy, n)) == []

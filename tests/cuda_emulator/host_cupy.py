@@ -20,10 +20,11 @@ import numpy as np
 # The ndarray methods and module functions minigrad and its tests call (all exist in CuPy 14).
 METHODS = {"all", "any", "argmax", "astype", "copy", "cumsum", "dot", "fill", "item", "max", "mean", "min",
            "ravel", "reshape", "squeeze", "std", "sum", "swapaxes", "tolist", "transpose", "var", "view"}
+# minigrad's own calls of xp.<name> are checked against this list by tests/test_cuda_emulator.py.
 FUNCTIONS = {"abs", "all", "allclose", "any", "arange", "argmax", "array_equal", "ascontiguousarray",
-             "broadcast_to", "concatenate", "cumsum", "empty_like", "exp", "expand_dims", "full", "full_like",
-             "isfinite", "isnan", "log", "matmul", "max", "maximum", "mean", "ones", "ones_like", "sqrt",
-             "stack", "sum", "tanh", "triu", "where", "zeros", "zeros_like"}
+             "broadcast_to", "concatenate", "cumsum", "exp", "expand_dims", "full", "full_like",
+             "isfinite", "isnan", "log", "matmul", "max", "maximum", "mean", "ones", "ones_like", "split",
+             "sqrt", "stack", "sum", "tanh", "triu", "where", "zeros", "zeros_like"}
 CONSTANTS = {"bool_", "e", "float16", "float32", "float64", "inf", "int32", "int64", "int8", "nan", "newaxis",
              "pi", "uint8"}
 
@@ -45,16 +46,20 @@ def _wrap(x):
 
 
 def _no_host_arrays(args, what):
-    for a in args:
+    """TypeError for a NumPy array among args (looking into lists, tuples and dicts), as CuPy raises."""
+    for a in args.values() if isinstance(args, dict) else args:
         if isinstance(a, np.ndarray):
             raise TypeError(f"Unsupported type {type(a)} in {what}: CuPy does not mix NumPy arrays with "
                             "its own (move it with cupy.asarray)")
+        if isinstance(a, (list, tuple, dict)):
+            _no_host_arrays(a, what)
 
 
 class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
     """A NumPy array posing as a CuPy array (see the module's docstring)."""
 
     __slots__ = ("_array",)
+    __module__ = "cupy"  # where CuPy's ndarray says it is from (minigrad.backend looks)
 
     def __init__(self, array):
         self._array = array
@@ -70,7 +75,7 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
                         "a NumPy array explicitly.")
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        _no_host_arrays(inputs, f"the ufunc {ufunc.__name__}")
+        _no_host_arrays([inputs, kwargs], f"the ufunc {ufunc.__name__}")
         outs = kwargs.get("out")
         if outs is not None:  # x += y: the result is x itself, not a new array on x's memory
             _no_host_arrays(outs, f"the ufunc {ufunc.__name__}")
@@ -82,6 +87,7 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
     def __array_function__(self, func, types, args, kwargs):
         if func.__name__ not in FUNCTIONS:
             return NotImplemented  # NumPy then raises TypeError, as CuPy does for a function it lacks
+        _no_host_arrays([args, kwargs], f"numpy.{func.__name__}")
         return _wrap(func(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
 
     shape = property(lambda self: self._array.shape)
@@ -99,12 +105,21 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
             raise AttributeError(f"cupy.ndarray has no attribute {name!r} in tests/cuda_emulator/host_cupy.py: "
                                  "if CuPy's ndarray has it, add it to METHODS")
         method = getattr(self._array, name)
-        return lambda *args, **kwargs: _wrap(method(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
+
+        def call(*args, **kwargs):
+            _no_host_arrays([args, kwargs], f"cupy.ndarray.{name}")
+            return _wrap(method(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
+
+        return call
 
     def __getitem__(self, index):
         return _wrap(self._array[_unwrap(index)])
 
     def __setitem__(self, index, value):
+        basic = all(isinstance(i, (int, slice, type(Ellipsis), type(None)))
+                    for i in (index if isinstance(index, tuple) else (index,)))
+        if basic and isinstance(value, np.ndarray) and value.ndim > 0:  # CuPy fills from scalars only here
+            raise ValueError("cupy.ndarray: setting a slice from a NumPy array is not supported: cupy.asarray it first")
         self._array[_unwrap(index)] = _unwrap(value)
 
     def __len__(self):
@@ -154,6 +169,10 @@ def empty(shape, dtype=float, order="C"):
     return ndarray(np.full(shape, np.nan, dtype, order) if dtype.kind == "f" else np.empty(shape, dtype, order))
 
 
+def empty_like(a, dtype=None):
+    return empty(a.shape, a.dtype if dtype is None else dtype)
+
+
 def get_array_module(*args):
     return module() if any(isinstance(a, ndarray) for a in args) else np
 
@@ -185,7 +204,7 @@ def module():
         setattr(cupy, name, _function(name))
     for name in CONSTANTS:
         setattr(cupy, name, getattr(np, name))
-    for f in (ndarray, array, asarray, asnumpy, empty, get_array_module):
+    for f in (ndarray, array, asarray, asnumpy, empty, empty_like, get_array_module):
         setattr(cupy, f.__name__, f)
     cupy.cuda = types.SimpleNamespace(is_available=lambda: True, get_current_stream=lambda: _STREAM,
                                       runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))

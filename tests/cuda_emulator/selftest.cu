@@ -1,5 +1,5 @@
 // Small kernels, most with a mistake the CUDA emulator must catch, for tests/test_cuda_emulator.py.
-// `selftest CASE` runs one case and prints the 64 ints of its output, or "launch: <error>" for a
+// `selftest CASE` runs one case and prints the 64 ints of its output (128 for schedule), or "launch: <error>" for a
 // launch CUDA refuses, or "error: <what>" for one the emulator stopped.
 #include <cuda_runtime.h>
 
@@ -32,9 +32,25 @@ __global__ void deadlock_kernel(int* out) {
     out[threadIdx.x] = v;
 }
 
+// Threads 0-15 wait at one __syncthreads, the others at another one: undefined on a GPU.
+__global__ void divergent_kernel(int* out) {
+    if (threadIdx.x < 16)
+        __syncthreads();
+    else
+        __syncthreads();
+    out[threadIdx.x] = 1;
+}
+
+// The order in which threads run: each logs its index before a shuffle and 1000 + its index after.
+__global__ void schedule_kernel(int* log, int* logged) {
+    log[(*logged)++] = static_cast<int>(threadIdx.x);
+    const int v = __shfl_xor_sync(0xffffffffu, 1, 1);
+    log[(*logged)++] = 1000 * v + static_cast<int>(threadIdx.x);
+}
+
 int main(int argc, char** argv) {
     const std::string name = argc > 1 ? argv[1] : "";
-    int out[64] = {0};
+    int out[128] = {0}, printed = 64, logged = 0, evaluated = 0;
     try {
         if (name == "rotate")
             rotate_kernel<<<1, 64>>>(out, 100, true);
@@ -48,6 +64,21 @@ int main(int argc, char** argv) {
             warp_sum_kernel<<<1, 64>>>(out, true);
         else if (name == "deadlock")
             deadlock_kernel<<<1, 64>>>(out);
+        else if (name == "divergent_syncthreads")
+            divergent_kernel<<<1, 64>>>(out);
+        else if (name == "schedule") {
+            schedule_kernel<<<1, 64>>>(out, &logged);
+            printed = 128;
+        } else if (name == "arguments_evaluated_once") {  // out[0]: how often the launch's arguments ran
+            warp_sum_kernel<<<1, 64>>>(out, (++evaluated, false));
+            out[0] = evaluated;
+        } else if (name == "a_launch_after_an_error") {
+            try {
+                deadlock_kernel<<<1, 64>>>(out);
+            } catch (const std::exception&) {
+            }
+            warp_sum_kernel<<<1, 64>>>(out, false);
+        }
         else if (name == "too_many_threads")
             warp_sum_kernel<<<1, 2048>>>(out, false);
         else if (name == "empty_grid")
@@ -65,7 +96,7 @@ int main(int argc, char** argv) {
         std::printf("launch: %s\n", cudaGetErrorName(e));
         return 0;
     }
-    for (int v : out) std::printf("%d ", v);
+    for (int i = 0; i < printed; ++i) std::printf("%d ", out[i]);
     std::printf("\n");
     return 0;
 }

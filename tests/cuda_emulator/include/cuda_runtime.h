@@ -6,19 +6,25 @@
 // - A launch runs synchronously, its blocks one after another. The threads of a block are fibers on
 //   one OS thread, each with its own stack; each runs until it waits at a barrier or returns.
 // - __syncthreads() releases when every thread of the block that has not returned waits there.
-//   __shfl_xor_sync(0xffffffff, ...) releases when the 32 lanes of the warp are all there; a warp with a
-//   lane that returned or does not exist (a block that is not a whole number of warps) is an error, as is
-//   a block whose threads wait at different barriers (a deadlock, e.g. __syncthreads in divergent code).
-//   Between barriers the lanes of a warp are not in lockstep (as on Volta and later).
-// - The scheduler always runs the lowest thread that can run, in index order (or the reverse, with
-//   MINIGRAD_CUDA_EMULATOR_ORDER=reverse), and releases a barrier the moment its last thread arrives:
-//   the first warps run ahead as far as the barriers let them. A kernel whose result changes with the
-//   order reads what another thread writes without a barrier between.
-// - __shared__ variables are static: one copy, which the threads of the running block share.
+//   __shfl_xor_sync(0xffffffff, ...) releases when the 32 lanes of the warp are all there. Errors: a
+//   shuffle in a warp with a lane that returned or does not exist (a block that is not a whole number of
+//   warps); threads waiting at __syncthreads calls on different lines (divergent code); threads waiting
+//   at different kinds of barrier (a deadlock). Between barriers the lanes of a warp are not in lockstep
+//   (as on Volta and later).
+// - The scheduler always runs the lowest thread that can run, in index order (MINIGRAD_CUDA_EMULATOR_ORDER
+//   unset or forward; blocks too) or the reverse (reverse), and releases a barrier the moment its last
+//   thread arrives: the first warps run ahead as far as the barriers let them. A kernel whose result
+//   changes with the order reads what another thread writes without a barrier between.
+// - A kernel's arguments are evaluated once, at the launch, and each thread gets copies (as on a GPU).
+// - __shared__ variables are static: one copy, which the threads of the running block share. It starts
+//   at zero and keeps what the previous block left (on a GPU: whatever was there).
+// - A kernel must hold no object with a destructor: after an error its fibers are dropped, not unwound.
 // - A launch configuration CUDA rejects is reported by cudaGetLastError(), the way CUDA does;
 //   the errors above throw std::runtime_error.
 // Not emulated: timing, separate memory spaces (a device pointer is a host pointer), blocks running at
-// the same time, dynamic shared memory, warp-synchronous code without the *_sync intrinsics.
+// the same time, dynamic shared memory, warp-synchronous code without the *_sync intrinsics, resource
+// limits (registers, __launch_bounds__), the GPU's own math library and FMA contraction (results agree
+// to rounding, not to the bit), two host threads launching at once (launches are serialised).
 #pragma once
 
 #include <math.h>
@@ -33,8 +39,10 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -90,6 +98,8 @@ struct Thread {
     State state;
     Fiber* fiber;
     unsigned shuffles;  // how many this thread has made: their parity picks the slots of the next one
+    const char* sync_file;  // the __syncthreads call it waits at
+    int sync_line;
 };
 
 // The one emulated device: the launch in progress, its block, and the fibers that run its threads.
@@ -126,8 +136,9 @@ inline void switch_to_fiber(Fiber* fiber) {  // on the scheduler: returns when t
     setcontext(&fiber->entry);
 }
 
-// Runs the kernel for device.current, then for the next thread to start while nothing waits at a
-// barrier (a kernel without barriers runs a whole block on one fiber); else parks until given a thread.
+// Runs the kernel for device.current, then for the next thread to start while every thread started so
+// far has returned (a kernel without barriers runs a whole block on one fiber); else parks until given a
+// thread. So the next thread to run is always the lowest that can.
 inline void fiber_main() {
     for (;;) {
         try {
@@ -141,8 +152,7 @@ inline void fiber_main() {
         ++device.warp_done[done->linear / 32];
         Fiber* fiber = done->fiber;
         done->fiber = nullptr;
-        const bool waiting = device.block_waiting > 0 || device.shuffles_waiting > 0;
-        if (!device.error && !waiting && device.started < device.order.size()) {
+        if (!device.error && device.block_done == device.started && device.started < device.order.size()) {
             device.current = &device.threads[device.order[device.started++]];
             device.current->fiber = fiber;
             device.current->state = State::runnable;
@@ -207,6 +217,15 @@ inline std::size_t release_barriers(const Thread& t) {
         device.shuffles_waiting -= lanes;
     }
     if (device.block_waiting > 0 && device.block_waiting + device.block_done == threads.size()) {
+        const Thread* first_waiting = nullptr;
+        for (const Thread& u : threads) {
+            if (u.state != State::at_syncthreads) continue;
+            if (first_waiting == nullptr) first_waiting = &u;
+            if (u.sync_line != first_waiting->sync_line || std::strcmp(u.sync_file, first_waiting->sync_file) != 0)
+                fail("threads of one block wait at different __syncthreads calls, " +
+                     std::string(first_waiting->sync_file) + ":" + std::to_string(first_waiting->sync_line) +
+                     " and " + u.sync_file + ":" + std::to_string(u.sync_line) + " (a __syncthreads in divergent code)");
+        }
         for (Thread& u : threads)
             if (u.state == State::at_syncthreads) {
                 u.state = State::runnable;
@@ -272,17 +291,27 @@ inline bool configuration_is_valid(dim3 grid, dim3 block) {
            block.z <= 64;
 }
 
-// kernel<<<grid, block, shared_bytes, stream>>>(args) becomes launch([&] { kernel(args); }, grid, block, ...).
-template <class Body>
-void launch(Body&& body, dim3 grid, dim3 block, std::size_t shared_bytes = 0, cudaStream_t = nullptr) {
+// kernel<<<grid, block, shared_bytes, stream>>>(args) becomes
+// launch([&](auto&... a) { kernel(a...); }, std::make_tuple(args), grid, block, shared_bytes, stream).
+template <class Kernel, class Args>
+void launch(Kernel kernel, Args arguments, dim3 grid, dim3 block, std::size_t shared_bytes = 0, cudaStream_t = nullptr) {
+    static std::recursive_mutex one_launch_at_a_time;  // recursive: a launch inside a kernel fails below
+    const std::lock_guard<std::recursive_mutex> lock(one_launch_at_a_time);
+    if (device.current != nullptr) fail("a launch from inside a kernel is not emulated");
     if (shared_bytes != 0) fail("dynamic shared memory is not emulated");
     if (!configuration_is_valid(grid, block)) {
         device.last_error = cudaErrorInvalidConfiguration;
         return;
     }
     const char* order = std::getenv("MINIGRAD_CUDA_EMULATOR_ORDER");
-    const bool reverse = order != nullptr && std::string(order) == "reverse";
-    device.body = std::forward<Body>(body);
+    const std::string order_name = order == nullptr ? "forward" : order;
+    if (order_name != "forward" && order_name != "reverse")
+        fail("MINIGRAD_CUDA_EMULATOR_ORDER must be forward or reverse, got '" + order_name + "'");
+    const bool reverse = order_name == "reverse";
+    device.body = [&] {
+        Args copies = arguments;  // each thread's own parameters, as a kernel's are
+        std::apply(kernel, copies);
+    };
     device.grid = grid;
     device.block = block;
     const unsigned n = block.x * block.y * block.z;
@@ -298,13 +327,14 @@ void launch(Body&& body, dim3 grid, dim3 block, std::size_t shared_bytes = 0, cu
     device.warp_waiting.assign((n + 31) / 32, 0);
     device.warp_done.assign((n + 31) / 32, 0);
     for (auto& slots : device.shuffle) slots.assign(n, 0);
-    for (unsigned z = 0; z < grid.z; ++z)
-        for (unsigned y = 0; y < grid.y; ++y)
-            for (unsigned x = 0; x < grid.x; ++x) {
-                device.block_idx = {x, y, z};
-                run_block();
-            }
+    const std::uint64_t blocks = std::uint64_t(grid.x) * grid.y * grid.z;
+    for (std::uint64_t i = 0; i < blocks; ++i) {
+        const std::uint64_t b = reverse ? blocks - 1 - i : i;
+        device.block_idx = {unsigned(b % grid.x), unsigned(b / grid.x % grid.y), unsigned(b / (std::uint64_t(grid.x) * grid.y))};
+        run_block();
+    }
     device.body = nullptr;
+    device.current = nullptr;
 }
 
 }  // namespace minigrad_emu
@@ -314,7 +344,14 @@ void launch(Body&& body, dim3 grid, dim3 block, std::size_t shared_bytes = 0, cu
 #define blockDim (::minigrad_emu::device.block)
 #define gridDim (::minigrad_emu::device.grid)
 
-inline void __syncthreads() { minigrad_emu::wait_at(minigrad_emu::State::at_syncthreads); }
+namespace minigrad_emu {
+inline void syncthreads(const char* file, int line) {
+    device.current->sync_file = file;
+    device.current->sync_line = line;
+    wait_at(State::at_syncthreads);
+}
+}  // namespace minigrad_emu
+#define __syncthreads() ::minigrad_emu::syncthreads(__FILE__, __LINE__)
 
 // The value of lane (this lane ^ lane_mask) of the warp; every lane of the warp must take part.
 template <class T>
@@ -328,9 +365,9 @@ T __shfl_xor_sync(unsigned mask, T value, int lane_mask, int width = 32) {
     const unsigned self = device.current->linear, lane = self % 32;
     std::memcpy(&slots[self], &value, sizeof(T));
     minigrad_emu::wait_at(minigrad_emu::State::at_shuffle);  // every lane has written its value
-    const unsigned source = lane ^ static_cast<unsigned>(lane_mask);
-    T out = value;
-    if (source < 32) std::memcpy(&out, &slots[self - lane + source], sizeof(T));
+    const unsigned source = lane ^ (static_cast<unsigned>(lane_mask) & 31u);  // as shfl.bfly: 5 bits
+    T out;
+    std::memcpy(&out, &slots[self - lane + source], sizeof(T));
     return out;
 }
 
