@@ -444,6 +444,29 @@ def test_gradcheck_cross_entropy(device):
     assert mg.gradcheck(lambda z: F.cross_entropy(z, targets), [logits])
 
 
+def test_every_gradcheck_case_of_an_op_on_the_device(device):
+    """minigrad/opcheck.py's cases of every op and functional (not the layers: those are above), their
+    tensors moved to the device; on cpu, tests/test_gradcheck.py runs them."""
+    if device == "cpu":
+        pytest.skip("tests/test_gradcheck.py runs them on the CPU")
+    from minigrad import opcheck
+
+    checked = 0
+    for name, label, fn, make_inputs in opcheck.all_cases():
+        if name in opcheck.LAYERS:
+            continue
+        inputs = []
+        for x in make_inputs(np.random.default_rng(0)):
+            if isinstance(x, mg.Tensor):
+                x, on_cpu = x.to(device), x
+                x.requires_grad = on_cpu.requires_grad  # the moved copy is a new leaf
+                assert x.device == device, f"{name} [{label}]"
+            inputs.append(x)
+        assert mg.gradcheck(fn, inputs), f"{name} [{label}]"
+        checked += 1
+    assert checked >= 70
+
+
 def test_gradcheck_tiny_gpt(device):
     """Every parameter of a one-layer GPT in float64 (a sample of elements of each), on the device."""
     config = mg.GPTConfig(vocab_size=7, block_size=6, n_layer=1, n_head=2, n_embd=8)
