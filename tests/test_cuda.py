@@ -131,12 +131,9 @@ def _on_device(request, name):
     return OnDevice(kernels, cupy.asarray)
 
 
-emulated = pytest.mark.cuda_emulator
-
-
 PLACES = {"ext": pytest.param("_C_cuda", marks=needs_gpu, id="ext"),
           "cupy_ref": pytest.param("cupy reference", marks=needs_gpu, id="cupy_ref"),
-          "emulated": pytest.param("emulated", marks=emulated, id="emulated")}
+          "emulated": pytest.param("emulated", marks=pytest.mark.cuda_emulator, id="emulated")}
 
 
 @pytest.fixture(params=PLACES.values())
@@ -336,12 +333,12 @@ def _every_kernel_once(on, dtype):
     return {name: [a if isinstance(a, np.ndarray) else a.get() for a in arrays] for name, arrays in outputs.items()}
 
 
-@emulated
+@pytest.mark.cuda_emulator
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_emulated_kernels_give_the_same_bits_whatever_order_threads_run_in(request, monkeypatch, dtype):
     """Every kernel with each block's threads run lowest index first, then highest first: a kernel that reads
     what another thread writes without a barrier between reads it too early in one of the two orders."""
-    on = OnDevice(emulate_the_gpu(request), host_cupy.asarray)
+    on = _on_device(request, "emulated")
     monkeypatch.setenv("MINIGRAD_CUDA_EMULATOR_ORDER", "forward")
     forward = _every_kernel_once(on, dtype)
     monkeypatch.setenv("MINIGRAD_CUDA_EMULATOR_ORDER", "reverse")
