@@ -152,17 +152,6 @@ def asarray(a, dtype=None, order=None):
     return ndarray(np.array(a, dtype=dtype, order=order or "K", copy=True))
 
 
-def array(a, dtype=None, copy=True, order="K"):
-    """A copy of a on the device (a itself, when copy=False allows it)."""
-    if isinstance(a, ndarray):
-        return ndarray(np.array(a._array, dtype=dtype, copy=copy, order=order))
-    return ndarray(np.array(a, dtype=dtype, order=order, copy=True))
-
-
-def asnumpy(a):
-    return a.get() if isinstance(a, ndarray) else np.asarray(a)
-
-
 def empty(shape, dtype=float, order="C"):
     """Memory as CuPy's pool hands it out: not zeroed (here NaN for floats, so an unwritten output shows)."""
     dtype = np.dtype(dtype)
@@ -171,10 +160,6 @@ def empty(shape, dtype=float, order="C"):
 
 def empty_like(a, dtype=None):
     return empty(a.shape, a.dtype if dtype is None else dtype)
-
-
-def get_array_module(*args):
-    return module() if any(isinstance(a, ndarray) for a in args) else np
 
 
 def _function(name):
@@ -204,7 +189,7 @@ def module():
         setattr(cupy, name, _function(name))
     for name in CONSTANTS:
         setattr(cupy, name, getattr(np, name))
-    for f in (ndarray, array, asarray, asnumpy, empty, empty_like, get_array_module):
+    for f in (ndarray, asarray, empty, empty_like):
         setattr(cupy, f.__name__, f)
     cupy.cuda = types.SimpleNamespace(is_available=lambda: True, get_current_stream=lambda: _STREAM,
                                       runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))

@@ -40,6 +40,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -112,7 +113,7 @@ struct Device {
     std::size_t started = 0;                // the threads at positions [0, started) have started
     Thread* current = nullptr;              // the thread whose fiber runs now
     // What waits: threads at __syncthreads and returned, in the block and per warp (lanes at a shuffle).
-    unsigned block_waiting = 0, block_done = 0, shuffles_waiting = 0;
+    unsigned block_waiting = 0, block_done = 0;
     std::vector<unsigned> warp_waiting, warp_done;
     std::vector<std::uint64_t> shuffle[2];  // a slot per thread for __shfl_xor_sync's values, two sets
     jmp_buf scheduler;                      // where the scheduler waits while a fiber runs
@@ -188,7 +189,6 @@ inline void wait_at(State barrier) {
     t->state = barrier;
     if (barrier == State::at_shuffle) {
         ++device.warp_waiting[t->linear / 32];
-        ++device.shuffles_waiting;
     } else {
         ++device.block_waiting;
     }
@@ -214,7 +214,6 @@ inline std::size_t release_barriers(const Thread& t) {
             lowest = std::min<std::size_t>(lowest, threads[i].position);
         }
         device.warp_waiting[warp] = 0;
-        device.shuffles_waiting -= lanes;
     }
     if (device.block_waiting > 0 && device.block_waiting + device.block_done == threads.size()) {
         const Thread* first_waiting = nullptr;
@@ -248,7 +247,7 @@ inline void run_block() {
     for (Thread& t : device.threads) t.state = State::not_started, t.fiber = nullptr, t.shuffles = 0;
     std::fill(device.warp_waiting.begin(), device.warp_waiting.end(), 0u);
     std::fill(device.warp_done.begin(), device.warp_done.end(), 0u);
-    device.started = device.block_waiting = device.block_done = device.shuffles_waiting = 0;
+    device.started = device.block_waiting = device.block_done = 0;
     const std::size_t n = device.order.size();
     std::size_t position = 0;
     for (;;) {
@@ -257,7 +256,8 @@ inline void run_block() {
             ++position;
         if (position == n) {
             if (device.block_done == n) return;
-            const unsigned at_sync = device.block_waiting, at_shuffle = device.shuffles_waiting;
+            const unsigned at_sync = device.block_waiting;
+            const unsigned at_shuffle = std::accumulate(device.warp_waiting.begin(), device.warp_waiting.end(), 0u);
             abandon_block();
             fail("deadlock in block (" + std::to_string(device.block_idx.x) + ", " +
                  std::to_string(device.block_idx.y) + ", " + std::to_string(device.block_idx.z) + "): " +
@@ -377,12 +377,6 @@ inline int atomicMax(int* address, int value) {
     if (value > old) *address = value;
     return old;
 }
-template <class T>
-T atomicAdd(T* address, T value) {
-    const T old = *address;
-    *address = old + value;
-    return old;
-}
 
 inline cudaError_t cudaGetLastError() {
     const cudaError_t e = minigrad_emu::device.last_error;
@@ -393,21 +387,29 @@ inline cudaError_t cudaGetDeviceCount(int* count) {
     *count = 1;
     return cudaSuccess;
 }
+namespace minigrad_emu {
+struct ErrorText {
+    cudaError_t code;
+    const char* name;
+    const char* text;
+};
+inline constexpr ErrorText kErrors[] = {{cudaSuccess, "cudaSuccess", "no error"},
+                                        {cudaErrorInvalidValue, "cudaErrorInvalidValue", "invalid argument"},
+                                        {cudaErrorInvalidConfiguration, "cudaErrorInvalidConfiguration",
+                                         "invalid configuration argument"}};
+inline const ErrorText* find_error(cudaError_t e) {
+    for (const ErrorText& k : kErrors)
+        if (k.code == e) return &k;
+    return nullptr;
+}
+}  // namespace minigrad_emu
 inline const char* cudaGetErrorName(cudaError_t e) {
-    switch (e) {
-        case cudaSuccess: return "cudaSuccess";
-        case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
-        case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
-    }
-    return "cudaErrorUnknown";
+    const auto* k = minigrad_emu::find_error(e);
+    return k ? k->name : "cudaErrorUnknown";
 }
 inline const char* cudaGetErrorString(cudaError_t e) {
-    switch (e) {
-        case cudaSuccess: return "no error";
-        case cudaErrorInvalidValue: return "invalid argument";
-        case cudaErrorInvalidConfiguration: return "invalid configuration argument";
-    }
-    return "unknown error";
+    const auto* k = minigrad_emu::find_error(e);
+    return k ? k->text : "unknown error";
 }
 // Device memory is host memory, and every launch has finished when it returns.
 inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind, cudaStream_t) {
