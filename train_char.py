@@ -19,12 +19,18 @@ import signal
 import sys
 import time
 
-import minigrad as mg  # before NumPy: minigrad sets OpenBLAS's thread spin time (see minigrad/__init__.py)
-import numpy as np
+# NOTE: after each matrix product OpenBLAS's worker threads spin for 2^28 cycles (~0.1 s) waiting for the
+# next one, and on a machine with few cores they take the cores the C++ kernels run on next (on 2 cores
+# a step was 1.4x slower). 2^16 cycles (~20 us) bridges the gap between two products of one layer.
+# OpenBLAS reads the variable once, when NumPy loads: hence here, before any import of NumPy.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
+
+import minigrad as mg  # noqa: E402
+import numpy as np  # noqa: E402
 from minigrad import distributed
 from minigrad.checkpoint import load_checkpoint, save_checkpoint
 from minigrad.data import CharTokenizer, download_tiny_shakespeare, get_batch, read_corpus, train_val_split
-from minigrad.data import write_atomically
+from minigrad.files import write_atomically
 from minigrad.optim import clip_grad_norm_, lr_at
 
 DEFAULT_DATA = os.path.join("data", "tinyshakespeare.txt")
@@ -283,7 +289,7 @@ def run(args, world):
                          f"{world.world_size}: resume with as many ranks, or use a new --out-dir")
     config = resolve_config(given, saved[1]["config"] if saved else None)
     device = config["device"]
-    mg.backend.retain_freed_memory()  # each step reuses the last step's activation buffers: no page faults
+    mg.dispatch.retain_freed_memory()  # each step reuses the last step's activation buffers: no page faults
     if device == "cuda" and mg.backend_info().get("cuda_available") is not True:
         raise UsageError("--device cuda needs CuPy and an NVIDIA GPU; install the [cuda] extra or use --device cpu")
 
@@ -298,7 +304,7 @@ def run(args, world):
             raise UsageError(f"corpus {config['data']} has {len(text)} characters; it needs at least "
                              f"block_size + 2 = {config['block_size'] + 2}")
         if tokenizer is None:
-            tokenizer = CharTokenizer.from_text(text)
+            tokenizer = CharTokenizer(text)
         try:
             ids = tokenizer.encode(text)
         except ValueError as e:

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from minigrad import backend
+from minigrad import dispatch
 from minigrad import kernels as ref
 
 B, NH, T, hs, V, n_layer = 64, 4, 128, 16, 65, 4
@@ -49,7 +49,7 @@ def cases(dtype, rng):
     _, mean, rstd = ref.layernorm_forward(x, w, b, 1e-5)
     h, dh = randn(B, T, 4 * C), randn(B, T, 4 * C)
     q, k, v, dy = randn(B, NH, T, hs), randn(B, NH, T, hs), randn(B, NH, T, hs), randn(B, NH, T, hs)
-    saved = {ref: ref.attention_forward(q, k, v, True)[1], backend._C: backend._C.attention_forward(q, k, v, True)[1]}
+    saved = {ref: ref.attention_forward(q, k, v, True)[1], dispatch._C: dispatch._C.attention_forward(q, k, v, True)[1]}
     logits, targets = randn(N, V), rng.integers(0, V, N)
     _, cprobs = ref.crossentropy_forward(logits, targets)
     shapes = seed_gpt_param_shapes()
@@ -57,7 +57,7 @@ def cases(dtype, rng):
     ms, vs = [np.zeros(s, dtype) for s in shapes], [np.zeros(s, dtype) for s in shapes]
 
     def both(name, call):
-        return name, (lambda: call(ref)), (lambda: call(backend._C))
+        return name, (lambda: call(ref)), (lambda: call(dispatch._C))
 
     return [
         both(f"layernorm_forward   ({B},{T},{C})", lambda m: m.layernorm_forward(x, w, b, 1e-5)),
@@ -80,12 +80,12 @@ def main():
     parser.add_argument("--threads", type=int, default=None, help="threads for the C++ kernels (default: all)")
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    if backend._C is None:
-        raise SystemExit(f"the C++ kernels are unavailable: {backend._C_REASON}")
+    if dispatch._C is None:
+        raise SystemExit(f"the C++ kernels are unavailable: {dispatch._C_REASON}")
     if args.threads is not None:
-        backend.set_num_threads(args.threads)
+        dispatch.set_num_threads(args.threads)
     dtype = np.dtype(args.dtype)
-    print(f"{dtype}, C++ kernels on {backend._C.get_num_threads()} thread(s), median of {args.repeat} runs")
+    print(f"{dtype}, C++ kernels on {dispatch._C.get_num_threads()} thread(s), median of {args.repeat} runs")
     print(f"{'kernel':48s} {'numpy ms':>9s} {'C++ ms':>9s} {'speedup':>8s}")
     total_ref = total_cpp = 0.0
     for name, run_ref, run_cpp in cases(dtype, np.random.default_rng(0)):

@@ -55,13 +55,14 @@ def peak_rss_mib():
 
 
 def worker_minigrad(cfg):
-    import minigrad as mg  # before NumPy, as train_char.py: it sets OpenBLAS's thread spin time
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")  # as train_char.py, before NumPy loads
+    import minigrad as mg
     import numpy as np
     from minigrad.data import get_batch
     from minigrad.optim import clip_grad_norm_
 
     L, H, C, T, B = cfg
-    mg.backend.retain_freed_memory()  # as train_char.py does
+    mg.dispatch.retain_freed_memory()  # as train_char.py does
     rng = np.random.default_rng(0)
     data = rng.integers(0, VOCAB, 100_000)
     model = mg.GPT(mg.GPTConfig(VOCAB, T, L, H, C), seed=0)
@@ -315,7 +316,7 @@ def main():
         report["scaling"] = scaling(libraries, args, peak)
     if args.json:
         sys.path.insert(0, os.path.dirname(HERE))
-        from minigrad.data import write_atomically
+        from minigrad.files import write_atomically
 
         write_atomically(args.json, json.dumps(report, indent=1).encode())
         print(f"\nwrote {args.json}")

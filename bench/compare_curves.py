@@ -11,7 +11,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from minigrad.data import write_atomically  # noqa: E402
+from minigrad.files import write_atomically  # noqa: E402
 
 
 def read(path):

@@ -14,7 +14,7 @@ import numpy as np
 
 import minigrad as mg
 import minigrad.functional as F
-from minigrad.backend import kernels_for
+from minigrad.dispatch import kernels_for
 
 
 def composite_attention(q, k, v):

@@ -38,7 +38,7 @@ def main():
     c = {**D, **{k: getattr(args, k) for k in ("max_iters", "eval_interval", "eval_iters")}}
 
     text = read_corpus(args.data)
-    tok = CharTokenizer.from_text(text)
+    tok = CharTokenizer(text)
     train_ids, val_ids = train_val_split(tok.encode(text))
     config = mg.GPTConfig(tok.vocab_size, c["block_size"], c["n_layer"], c["n_head"], c["n_embd"])
     model = TorchGPT.from_minigrad(mg.GPT(config, seed=c["seed"]))

@@ -6,7 +6,7 @@ import zipfile
 
 import numpy as np
 
-from minigrad.data import write_atomically
+from minigrad.files import write_atomically
 
 META_KEY = "__meta_json__"
 

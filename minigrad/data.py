@@ -1,11 +1,12 @@
 """minigrad.data: the character tokenizer, the corpus (read or downloaded), the split and get_batch."""
 
 import os
-import tempfile
 import urllib.error
 import urllib.request
 
 import numpy as np
+
+from minigrad.files import write_atomically
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINY_SHAKESPEARE_BYTES = 1_115_394  # all ASCII: as many bytes as characters
@@ -17,10 +18,6 @@ class CharTokenizer:
     def __init__(self, chars):
         self.chars = "".join(sorted(set(chars)))
         self.stoi = {c: i for i, c in enumerate(self.chars)}
-
-    @classmethod
-    def from_text(cls, text):
-        return cls(text)
 
     @property
     def vocab_size(self):
@@ -72,20 +69,6 @@ def download_tiny_shakespeare(path, url=TINY_SHAKESPEARE_URL, timeout=30):
     if len(raw) != TINY_SHAKESPEARE_BYTES:
         raise ValueError(f"downloaded {len(raw)} bytes from {url}, expected {TINY_SHAKESPEARE_BYTES}; not saved")
     write_atomically(path, raw)
-
-
-def write_atomically(path, data):
-    """Write bytes to path through a temp file in the same folder and os.replace: never half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def train_val_split(ids, train_fraction=0.9):

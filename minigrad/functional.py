@@ -1,15 +1,16 @@
 """minigrad.functional (imported as F): neural-network functions with PyTorch's names.
 
 Two kinds live here:
-- composites of the primitive ops (softmax, log_softmax, embedding), whose backward the engine
-  derives from the primitives';
-- Functions of their own: linear (so each product is one GEMM), and the fused cross_entropy,
-  layer_norm, gelu, scaled_dot_product_attention and self_attention, one graph node each, whose
-  forward and backward call ``backend.kernels_for(x)``: the C++ kernels on the CPU when they are
-  built, else the reference in ``minigrad.kernels``.
+- composites of the primitive ops (softmax, log_softmax), whose backward the engine derives from
+  the primitives';
+- Functions of their own: linear (so each product is one GEMM), embedding, and the fused
+  cross_entropy, layer_norm, gelu, scaled_dot_product_attention and self_attention, one graph node
+  each, whose forward and backward call ``dispatch.kernels_for(x)``: the C++ kernels on the CPU when
+  they are built, else the reference in ``minigrad.kernels``.
 """
 
-from minigrad.backend import get_array_module, kernels_for
+from minigrad.backend import add_at, get_array_module
+from minigrad.dispatch import kernels_for
 from minigrad.ops import cat, masked_fill, split, transpose, where  # noqa: F401  (re-exported)
 from minigrad.tensor import Function, Tensor, register
 
@@ -33,8 +34,6 @@ class Linear(Function):
     x (..., in), weight (out, in), bias (out,) -> y (..., out);
     dx = dy W, dW = dy^T x, db = sum of dy over the folded rows.
     """
-
-    fresh_grads = True  # backward returns new arrays (see Function.fresh_grads)
 
     def forward(self, x, weight, bias):
         self.x2 = x.reshape(-1, x.shape[-1])  # (N, in)
@@ -70,16 +69,33 @@ def log_softmax(x, axis=-1):
     return shifted - shifted.exp().sum(axis=axis, keepdims=True).log()
 
 
+@register("embedding", method=False)
+class Embedding(Function):
+    """out[..., :] = weight[idx[...], :], one row of the table per integer id.
+    dweight[v] = the sum of dout over the positions whose id is v (an id used twice gets both)."""
+
+    def forward(self, idx, weight):
+        xp = get_array_module(weight)
+        self.idx = xp.asarray(idx)
+        if self.idx.dtype.kind not in "iu":
+            raise TypeError(f"embedding: ids must be integers, got dtype {self.idx.dtype}")
+        self.num_embeddings = weight.shape[0]
+        return weight[self.idx]
+
+    def backward(self, dout):
+        dweight = get_array_module(dout).zeros((self.num_embeddings, dout.shape[-1]), dout.dtype)
+        add_at(dweight, self.idx, dout)
+        return None, dweight
+
+
 def embedding(idx, weight):
-    """weight[idx]: a row of weight per integer in idx; the rows' gradients add up for repeated ids."""
-    return weight[idx.data if isinstance(idx, Tensor) else idx]
+    """weight[idx]: a row of the (num_embeddings, C) table weight per integer id in idx -> (*idx.shape, C)."""
+    return Embedding.apply(idx, weight)
 
 
 @register("cross_entropy", method=False)
 class CrossEntropy(Function):
     """mean over positions of -log softmax(logits)[target], fused: one node, dlogits = (softmax - onehot)/N."""
-
-    fresh_grads = True  # backward returns new arrays (see Function.fresh_grads)
 
     def forward(self, logits, targets):
         xp = get_array_module(logits)
@@ -111,8 +127,6 @@ def cross_entropy(logits, targets):
 class LayerNorm(Function):
     """(x - mean) / sqrt(var + eps) * weight + bias over the last axis, with its analytic backward."""
 
-    fresh_grads = True  # backward returns new arrays (see Function.fresh_grads)
-
     def forward(self, x, weight, bias, eps=1e-5):
         self.kernels = kernels_for(x)
         self.x, self.weight = _contiguous(x), _contiguous(weight)
@@ -141,8 +155,6 @@ class GELU(Function):
     dx = dout gelu'(z), dbias = dx summed over the rows.
     """
 
-    fresh_grads = True  # backward returns new arrays (see Function.fresh_grads)
-
     def forward(self, x, bias):
         if bias is not None and (x.ndim == 0 or bias.shape != x.shape[-1:]):
             raise ValueError(f"gelu: bias must have shape ({x.shape[-1] if x.ndim else 'C'},) for x of shape "
@@ -164,8 +176,6 @@ def gelu(x, bias=None):
 @register("scaled_dot_product_attention", method=False)
 class ScaledDotProductAttention(Function):
     """softmax(q k^T / sqrt(hs) + causal mask) v in one node; q, k, v (B, NH, T, hs)."""
-
-    fresh_grads = True  # backward returns new arrays (see Function.fresh_grads)
 
     def forward(self, q, k, v, is_causal=True):
         if not (q.shape == k.shape == v.shape and q.ndim >= 2):
@@ -194,8 +204,6 @@ class SelfAttention(Function):
     qkv (B, T, 3C) is [q | k | v], each n_head heads of hs = C / n_head side by side; out (B, T, C)
     has the heads side by side again. The same as splitting the heads, scaled_dot_product_attention
     and merging them, without the copies in between: the kernels read and write each head where it lies."""
-
-    fresh_grads = True  # backward returns new arrays (see Function.fresh_grads)
 
     def forward(self, qkv, bias, *, n_head, is_causal=True):
         if not isinstance(n_head, int) or n_head < 1:

@@ -139,12 +139,10 @@ class CausalSelfAttention(Module):
         self.c_proj = Linear(n_embd, n_embd, bias, rng=rng, std=proj_std)
 
     def forward(self, x):
-        # (B, T, 3C): q, k, v side by side, n_head heads of C / n_head in each; c_attn's bias is added
-        # inside the attention, as it reads them
-        qkv = F.linear(x, self.c_attn.weight)
+        qkv = self.c_attn(x)  # (B, T, 3C): q, k, v side by side, n_head heads of C / n_head in each
         # softmax(q k^T / sqrt(hs) + causal mask) v per head, heads side by side again: (B, T, C). One fused
         # node; nanoGPT writes it as a split into (B, NH, T, hs) heads, scaled_dot_product_attention, a merge.
-        y = F.self_attention(qkv, self.n_head, is_causal=True, bias=self.c_attn.bias)
+        y = F.self_attention(qkv, self.n_head, is_causal=True)
         return self.c_proj(y)
 
 
@@ -156,9 +154,7 @@ class MLP(Module):
         self.c_proj = Linear(4 * n_embd, n_embd, bias, rng=rng, std=proj_std)
 
     def forward(self, x):
-        # gelu(c_fc(x)), with c_fc's bias added inside GELU's pass instead of in a pass of its own
-        h = F.gelu(F.linear(x, self.c_fc.weight), bias=self.c_fc.bias)
-        return self.c_proj(h)
+        return self.c_proj(F.gelu(self.c_fc(x)))
 
 
 class Block(Module):
@@ -174,5 +170,3 @@ class Block(Module):
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
 
-
-from minigrad.gpt import GPT, GPTConfig  # noqa: E402  (the model is built from the layers above)

@@ -6,8 +6,8 @@ broadcast shape: the engine (tensor._unbroadcast) sums it back to the input's sh
 
 import itertools
 
-from minigrad.backend import get_array_module
-from minigrad.tensor import Function, IndexedGrad, Tensor, register
+from minigrad.backend import add_at, get_array_module
+from minigrad.tensor import Function, Tensor, register
 
 # --- arithmetic ---------------------------------------------------------------------------------
 
@@ -249,19 +249,21 @@ class Permute(Function):
 
 @register("getitem", method=False)
 class GetItem(Function):
-    """x[index] for slices, integers and integer arrays. Backward: dout placed at index in zeros, sent as an
-    IndexedGrad that the engine adds into x's gradient in place (repeated indices add up)."""
+    """x[index] for slices, integers, boolean masks and integer arrays.
+    Backward: dout added into zeros of x's shape at index; an element picked twice gets both gradients."""
 
     def forward(self, x, *, index):
         if isinstance(index, Tensor):
             index = index.data
         elif isinstance(index, tuple):
             index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
-        self.index = index
+        self.index, self.shape = index, x.shape
         return x[index]
 
     def backward(self, dout):
-        return IndexedGrad(self.index, dout)  # zeros but at index: the engine adds it in place
+        dx = get_array_module(dout).zeros(self.shape, dout.dtype)
+        add_at(dx, self.index, dout)  # NOTE: not dx[index] = dout, which keeps one of repeated indices
+        return dx
 
 
 @register("concatenate", method=False)
@@ -322,7 +324,6 @@ for _name in ("lt", "le", "gt", "ge", "eq", "ne"):
 Tensor.__neg__ = lambda self: Neg.apply(self)
 Tensor.__pow__ = Tensor.pow = lambda self, p: Pow.apply(self, p=p)
 Tensor.__getitem__ = lambda self, index: GetItem.apply(self, index=index)
-Tensor.div = Tensor.__truediv__
 Tensor.T = property(lambda self: Permute.apply(self, tuple(reversed(range(self.ndim)))))
 
 

@@ -2,7 +2,8 @@
 
 import math
 
-from minigrad.backend import get_array_module, kernels_for, to_device
+from minigrad.backend import get_array_module, to_device
+from minigrad.dispatch import kernels_for
 
 
 class Optimizer:

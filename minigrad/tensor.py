@@ -11,7 +11,7 @@ import inspect
 
 import numpy as np
 
-from minigrad.backend import device_of, get_array_module, scatter_add, to_device
+from minigrad.backend import device_of, get_array_module, to_device
 
 _grad_enabled = True
 _active_profiler = None  # a minigrad.profiler.profile while one is open; off, it costs one `is None` per call
@@ -155,23 +155,20 @@ class Tensor:
             if grad.shape != self.data.shape:
                 raise ValueError(f"backward(): grad has shape {grad.shape}, the output has {self.shape}")
 
-        grads = {id(self): grad}  # id(tensor) -> the gradient reaching it so far
-        owned = set()  # ids of tensors whose entry in grads is a buffer the engine made: safe to add into in place
-        for t in reversed(_topological_order(self)):
+        grads = {id(self): grad}  # id(tensor) -> the sum of the gradients reaching it so far
+        for t in reversed(_topological_order(self)):  # each tensor after every op that used it
             g = grads.pop(id(t), None)
-            owned.discard(id(t))
             if g is None:
                 continue
-            if t._hooks:
-                for hook in t._hooks:
-                    replaced = hook(g)
-                    if replaced is not None:
-                        g = _as_array(replaced, t.data.dtype)
+            for hook in t._hooks or ():
+                replaced = hook(g)
+                if replaced is not None:
+                    g = _as_array(replaced, t.data.dtype)
             fn = t._ctx
             if fn is None or t._retains_grad:
-                # NOTE: copy on first store: g may be shared with another input (add returns g twice),
-                # and .grad is later changed in place (clipping, zeroing).
-                t.grad = g.copy() if t.grad is None else t.grad + g
+                # NOTE: a copy on first store: g may be shared with another input (add returns dout twice),
+                # and .grad is later changed in place (clipping, zeroing)
+                t.grad = _as_grad(g.copy() if t.grad is None else t.grad + g, t.data)
             if fn is None:
                 continue
             if fn.inputs is None:
@@ -187,7 +184,10 @@ class Tensor:
                 input_grads = (input_grads,)
             for inp, ig in zip(fn.inputs, input_grads):
                 if ig is not None and inp is not None and inp.requires_grad:
-                    _accumulate(grads, owned, inp, ig, fn.fresh_grads)
+                    ig = _unbroadcast(ig, inp.data.shape)
+                    if id(inp) in grads:
+                        ig = grads[id(inp)] + ig  # the chain rule: the gradients of every path add up
+                    grads[id(inp)] = _as_grad(ig, inp.data)
             if not retain_graph:
                 fn.free()
 
@@ -213,58 +213,10 @@ def _topological_order(root):
     return order
 
 
-class IndexedGrad:
-    """A gradient that is zero everywhere but at x[index], where it is values: what x[index] sends back.
-
-    The engine adds it into x's gradient buffer in place, so slicing one tensor several times (q, k
-    and v out of one qkv projection) fills one buffer instead of building a zero array per slice.
-    """
-
-    __slots__ = ("index", "values")
-
-    def __init__(self, index, values):
-        self.index, self.values = index, values
-
-
-def _accumulate(grads, owned, inp, ig, fresh=False):
-    """grads[id(inp)] += ig, in place when the engine owns that buffer, else into a new one it then owns.
-
-    NOTE: a gradient an op returned may be shared (add returns dout to both inputs), so it is never
-    changed in place; only buffers listed in owned are: those the engine allocated itself, and those
-    of an op that says its gradients are fresh (its own new arrays). A residual connection's two
-    gradients then add up in the fresh one, just written and still in cache, not in a third buffer.
-    """
-    key, previous = id(inp), grads.get(id(inp))
-    if isinstance(ig, IndexedGrad):
-        if key not in owned:
-            xp = get_array_module(ig.values)
-            buffer = xp.zeros(inp.data.shape, inp.data.dtype) if previous is None else previous.copy()
-            grads[key], previous = buffer, buffer
-            owned.add(key)
-        if _has_array_index(ig.index):
-            scatter_add(previous, ig.index, ig.values)  # an index may repeat: its gradients must add up
-        else:
-            previous[ig.index] += ig.values  # slices and integers pick each element at most once
-        return
-    ig = _unbroadcast(ig, inp.data.shape)
-    if previous is None:
-        grads[key] = ig
-        if fresh:
-            owned.add(key)
-    elif key in owned and ig.dtype == previous.dtype:  # (a wider ig: the sum below promotes, as it should)
-        previous += ig
-    elif fresh and ig.dtype == previous.dtype:
-        ig += previous
-        grads[key] = ig
-        owned.add(key)
-    else:
-        grads[key] = previous + ig
-        owned.add(key)
-
-
-def _has_array_index(index):
-    parts = index if isinstance(index, tuple) else (index,)
-    return any(hasattr(i, "shape") or isinstance(i, (list, bool)) for i in parts)
+def _as_grad(grad, x):
+    """grad as an array of x's dtype: a float32 input gets a float32 gradient whatever the other operand.
+    NOTE: arithmetic on 0-d NumPy arrays returns NumPy scalars; this makes them 0-d arrays again."""
+    return get_array_module(x).asarray(grad, dtype=x.dtype)
 
 
 def _unbroadcast(grad, shape):
@@ -310,16 +262,12 @@ class Function:
       all of ``*xs``; the rest are plain parameters. It
       returns the output array and keeps on ``self`` what backward needs.
     - ``backward(self, dout)``: one gradient (or None) per input, each of the output's broadcast
-      shape or the input's own shape: the engine sums broadcast gradients back. (An
-      ``IndexedGrad`` says "zeros but these values at this index", see GetItem.)
+      shape or the input's own shape: the engine sums broadcast gradients back.
     """
 
     name = None  # set by @register; an unregistered Function (a student's own) works as well
     inputs = None
     n_inputs = None
-    # True when backward returns arrays of its own for every input, shared with nothing else (never its
-    # dout, never one array for two inputs): the engine may then add other gradients into them in place
-    fresh_grads = False
 
     @classmethod
     def apply(cls, *args, **params):

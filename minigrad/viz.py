@@ -11,13 +11,13 @@ path to something that requires grad appear, and backward frees it: draw before 
 """
 
 import os
-import secrets
 import shutil
 import subprocess
 
 import numpy as np
 
 from minigrad.backend import to_device
+from minigrad.files import atomic_path, write_atomically
 from minigrad.tensor import Tensor, _topological_order
 
 FORMATS = ("dot", "svg", "png")
@@ -41,9 +41,10 @@ def draw_graph(tensor, path, params=None, show_grad_norms=False):
         )
     source = to_dot(tensor, params, show_grad_norms)
     if fmt == "dot":
-        _write_atomically(path, lambda tmp: _write_text(tmp, source))
+        write_atomically(path, source.encode("utf-8"))
     else:
-        _write_atomically(path, lambda tmp: _run_dot(dot_program, fmt, source, tmp))
+        with atomic_path(path) as tmp:
+            _run_dot(dot_program, fmt, source, tmp)
     return source
 
 
@@ -105,30 +106,9 @@ def _label(title, t, show_grad_norms):
     return "\\n".join(escaped)  # DOT's own line break inside a label
 
 
-def _write_text(path, text):
-    with open(path, "x", encoding="utf-8") as f:
-        f.write(text)
-
-
 def _run_dot(dot_program, fmt, source, out_path):
     result = subprocess.run([dot_program, f"-T{fmt}", "-o", out_path], input=source,
                             capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"draw_graph: `dot -T{fmt}` failed: {result.stderr.strip()}")
 
-
-def _write_atomically(path, write):
-    """write(tmp) to a new temporary name beside path, then os.replace it onto path.
-
-    NOTE: not tempfile.mkstemp: its file is private (mode 0600) and os.replace would keep that mode.
-    """
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

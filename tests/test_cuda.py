@@ -20,14 +20,14 @@ import pytest
 
 import minigrad as mg
 import minigrad.functional as F
-from minigrad import backend
+from minigrad import backend, dispatch
 from minigrad import kernels as ref
 
 import cuda_emulator
 from cuda_emulator import host_cupy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-C_CUDA = backend._C_CUDA
+C_CUDA = dispatch._C_CUDA
 KERNEL_NAMES = ["layernorm_forward", "layernorm_backward", "gelu_forward", "gelu_backward", "attention_forward",
                 "attention_backward", "self_attention_forward", "self_attention_backward", "crossentropy_forward",
                 "crossentropy_backward", "adamw_update", "global_norm"]
@@ -72,7 +72,7 @@ def cuda_module_or_skip():
     if GPU_SKIP is not None:
         pytest.skip(GPU_SKIP)
     if C_CUDA is None:
-        pytest.skip(backend._C_CUDA_REASON)
+        pytest.skip(dispatch._C_CUDA_REASON)
     if C_CUDA.device_count() == 0:
         pytest.skip(f"CuPy sees a GPU but _C_cuda's runtime does not: {C_CUDA.device_reason()}")
     return C_CUDA
@@ -115,8 +115,8 @@ def emulate_the_gpu(request):
     monkeypatch.setitem(sys.modules, "cupy", host_cupy.module())
     monkeypatch.setitem(sys.modules, "cupyx", host_cupy.cupyx_module())
     monkeypatch.setattr(backend, "_cupy", None)  # imported on first need, as CuPy is (it finds host_cupy)
-    monkeypatch.setattr(backend, "_C_CUDA", module)
-    monkeypatch.setattr(backend, "_C_CUDA_REASON", "minigrad._C_cuda is emulated on the CPU (tests/cuda_emulator)")
+    monkeypatch.setattr(dispatch, "_C_CUDA", module)
+    monkeypatch.setattr(dispatch, "_C_CUDA_REASON", "minigrad._C_cuda is emulated on the CPU (tests/cuda_emulator)")
     return module
 
 
@@ -370,14 +370,14 @@ def test_kernels_for_picks_cuda_for_cupy_arrays(cuda_kind):
     import cupy
 
     x = cupy.ones(3)
-    C_CUDA = backend._C_CUDA  # on the emulated GPU, the emulated build
+    C_CUDA = dispatch._C_CUDA  # on the emulated GPU, the emulated build
     usable = C_CUDA is not None and C_CUDA.device_count() > 0
     before = mg.backend_info()["requested_backend"]
     try:
         mg.set_backend("auto")
-        assert backend.kernels_for(x) is (C_CUDA if usable else ref)
+        assert dispatch.kernels_for(x) is (C_CUDA if usable else ref)
         mg.set_backend("numpy")  # the reference on every device
-        assert backend.kernels_for(x) is ref
+        assert dispatch.kernels_for(x) is ref
     finally:
         mg.set_backend(before)
 
@@ -579,7 +579,7 @@ def test_backend_info_reports_the_gpu_path():
         assert "CuPy is not installed" in info["cuda_reason"]
 
 
-requires_module = pytest.mark.skipif(C_CUDA is None, reason=backend._C_CUDA_REASON)
+requires_module = pytest.mark.skipif(C_CUDA is None, reason=dispatch._C_CUDA_REASON)
 
 
 @requires_module

@@ -12,7 +12,7 @@ CORPUS = os.path.join(os.path.dirname(__file__), "..", "data", "tinyshakespeare.
 
 def test_tokenizer_round_trip_and_dict():
     text = "hello, world!\nzebra"
-    tok = CharTokenizer.from_text(text)
+    tok = CharTokenizer(text)
     assert tok.chars == "".join(sorted(set(text))) and tok.vocab_size == len(set(text))
     ids = tok.encode(text)
     assert ids.dtype == np.int64 and tok.decode(ids) == text
@@ -48,7 +48,7 @@ def test_split_is_contiguous_ninety_ten():
 @pytest.mark.skipif(not os.path.exists(CORPUS), reason="tiny-shakespeare not in data/ (CI copies it there)")
 def test_tiny_shakespeare_split_sizes():
     text = read_corpus(CORPUS)
-    tok = CharTokenizer.from_text(text)
+    tok = CharTokenizer(text)
     assert len(text) == 1_115_394 and tok.vocab_size == 65
     train, val = train_val_split(tok.encode(text))
     assert (len(train), len(val)) == (1_003_854, 111_540)

@@ -8,7 +8,8 @@ import pytest
 
 import minigrad as mg
 from minigrad import opcheck
-from minigrad.gradcheck import gradient_comparison, main, tolerance_excess
+from minigrad.gradcheck import gradient_comparison, tolerance_excess
+from minigrad.gradcheck.__main__ import main
 
 
 class DoubledTanh(mg.Function):

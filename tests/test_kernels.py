@@ -6,11 +6,11 @@ import pytest
 
 import minigrad as mg
 import minigrad.functional as F
-from minigrad import backend
+from minigrad import dispatch
 from minigrad import kernels as ref
 
-C_ = backend._C
-pytestmark = pytest.mark.skipif(C_ is None, reason=f"the C++ kernels are unavailable: {backend._C_REASON}")
+C_ = dispatch._C
+pytestmark = pytest.mark.skipif(C_ is None, reason=f"the C++ kernels are unavailable: {dispatch._C_REASON}")
 
 DTYPES = [np.float64, np.float32]
 TOL = {np.float64: 1e-12, np.float32: 1e-5}  # used as both rtol and atol: |ours - ref| <= tol (1 + |ref|)
@@ -307,9 +307,9 @@ def test_kernels_for_picks_the_backend():
     before = mg.backend_info()["requested_backend"]
     try:
         mg.set_backend("cpp")
-        assert backend.kernels_for(x) is C_
+        assert dispatch.kernels_for(x) is C_
         mg.set_backend("numpy")
-        assert backend.kernels_for(x) is ref
+        assert dispatch.kernels_for(x) is ref
     finally:
         mg.set_backend(before)
 
@@ -492,7 +492,7 @@ def test_retain_freed_memory_takes_on_glibc_and_arrays_still_work():
     import platform
 
     on_glibc = platform.libc_ver()[0] == "glibc"
-    assert backend.retain_freed_memory() is on_glibc
+    assert dispatch.retain_freed_memory() is on_glibc
     # freed blocks come back from the heap now: a large array freed and asked for again is intact
     for _ in range(3):
         a = np.full((1024, 1024), 3.0)  # 8 MiB, above glibc's default mmap threshold
