@@ -57,7 +57,7 @@ def minigrad_runner(cfg, device, backend):
 def torch_runner(cfg):
     import torch
 
-    sys.path.insert(0, HERE)
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))  # the PyTorch twin of the parity test
     from torch_gpt import TorchGPT
 
     L, H, C, T, B = cfg

@@ -87,7 +87,7 @@ def worker_torch(cfg, threads):
     import minigrad as mg
     from minigrad.data import get_batch
 
-    sys.path.insert(0, HERE)
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))  # the PyTorch twin of the parity test
     from torch_gpt import TorchGPT
 
     torch.set_num_threads(threads)

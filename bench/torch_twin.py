@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))  # tests/torch_gpt.py
 import minigrad as mg  # noqa: E402
 from minigrad.data import CharTokenizer, get_batch, read_corpus, train_val_split  # noqa: E402
 from minigrad.optim import lr_at  # noqa: E402

@@ -1,7 +1,6 @@
 """Every formula in docs/, checked numerically: each closed form is written out here in NumPy, as the
 page gives it, and compared with central finite differences and with the library."""
 
-import importlib.util
 import math
 import pathlib
 import re
@@ -11,6 +10,7 @@ import pytest
 
 import minigrad as mg
 import minigrad.functional as F
+from composites import composite_attention, composite_cross_entropy, composite_layer_norm
 from minigrad import kernels
 from minigrad.tensor import _topological_order, _unbroadcast
 
@@ -273,13 +273,6 @@ def test_attention_backward_step_by_step(rng):
 # --- docs/fused_kernels.md ---------------------------------------------------------------------
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("fused_vs_composite", ROOT / "bench" / "fused_vs_composite.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def count_nodes(fn, *inputs):
     with mg.profile() as prof:
         fn(*inputs)
@@ -288,12 +281,11 @@ def count_nodes(fn, *inputs):
 
 @pytest.mark.parametrize("name", ["attention", "layer_norm", "cross_entropy"])
 def test_fused_node_equals_the_chain_it_replaces(rng, name):
-    bench = load_bench()
     targets = rng.integers(0, 5, size=(2, 3))
     pairs = {
-        "attention": (bench.composite_attention, F.scaled_dot_product_attention, [(2, 2, 4, 3)] * 3),
-        "layer_norm": (bench.composite_layer_norm, F.layer_norm, [(2, 3, 6), (6,), (6,)]),
-        "cross_entropy": (lambda z: bench.composite_cross_entropy(z, targets), lambda z: F.cross_entropy(z, targets),
+        "attention": (composite_attention, F.scaled_dot_product_attention, [(2, 2, 4, 3)] * 3),
+        "layer_norm": (composite_layer_norm, F.layer_norm, [(2, 3, 6), (6,), (6,)]),
+        "cross_entropy": (lambda z: composite_cross_entropy(z, targets), lambda z: F.cross_entropy(z, targets),
                           [(2, 3, 5)]),
     }
     composite, fused, shapes = pairs[name]
@@ -311,7 +303,7 @@ def test_fused_node_equals_the_chain_it_replaces(rng, name):
 
 def test_attention_chain_is_the_nine_ops_the_page_lists(rng):
     q, k, v = (mg.Tensor(rng.standard_normal((1, 1, 4, 2)), requires_grad=True) for _ in range(3))
-    _, stats = count_nodes(load_bench().composite_attention, q, k, v)
+    _, stats = count_nodes(composite_attention, q, k, v)
     calls = {name: s.forward_calls for name, s in stats.items()}
     assert calls == {"Permute": 1, "MatMul": 2, "Mul": 1, "Where": 1, "Sub": 1, "Exp": 1, "Sum": 1, "Div": 1}
 

@@ -132,11 +132,7 @@ def test_module_train_eval_and_parameters():
 def test_matches_pytorch_twin():
     """llm.c-style: logits, loss and every gradient against the same model in PyTorch (when installed)."""
     torch = pytest.importorskip("torch")
-    import os
-    import sys
-
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
-    from torch_gpt import TorchGPT
+    from torch_gpt import TorchGPT  # tests/torch_gpt.py: it imports torch
 
     config = mg.GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)
     model = mg.GPT(config, seed=4).to(dtype=np.float64)

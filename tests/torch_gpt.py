@@ -1,6 +1,6 @@
-"""The same GPT as minigrad.GPT, written in PyTorch with nanoGPT's names: the oracle of the parity test,
-the twin of the training curve (bench/torch_twin.py) and the baseline of bench/bench_train.py.
-PyTorch is used here only, never by minigrad itself."""
+"""The same GPT as minigrad.GPT, written in PyTorch with nanoGPT's names: the oracle of the parity test
+(tests/test_nn.py), and for the benchmarks the twin of the training curve (bench/torch_twin.py) and the
+baseline of bench/bench_train.py and bench/bench_gpu.py. PyTorch is used here only, never by minigrad itself."""
 
 import math
 
