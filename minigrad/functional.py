@@ -56,6 +56,27 @@ def linear(x, weight, bias=None):
     return Linear.apply(x, weight, bias)
 
 
+def relu(x):
+    """max(x, 0) elementwise."""
+    return x.relu()
+
+
+def mse_loss(input, target, reduction="mean"):  # noqa: A002 (PyTorch's argument name)
+    """(input - target)^2, averaged ("mean"), summed ("sum") or left elementwise ("none")."""
+    squared = (input - target) ** 2
+    return _reduce(squared, reduction, "mse_loss")
+
+
+def _reduce(losses, reduction, fn):
+    if reduction == "mean":
+        return losses.mean()
+    if reduction == "sum":
+        return losses.sum()
+    if reduction == "none":
+        return losses
+    raise ValueError(f"{fn}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
 def softmax(x, axis=-1):
     """exp(x_i - max x) / sum_j exp(x_j - max x); the shift leaves the value unchanged and keeps exp finite."""
     shifted = x - x.data.max(axis=axis, keepdims=True)  # NOTE: a constant shift, so no gradient flows to it

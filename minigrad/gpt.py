@@ -38,8 +38,8 @@ class Transformer(Module):
         # NOTE: nanoGPT scales the init of the residual projections by 1/sqrt(2 n_layer): each block
         # adds two of them to the residual stream, whose variance would otherwise grow with depth.
         proj_std = 0.02 / math.sqrt(2 * config.n_layer)
-        self.wte = Embedding(config.vocab_size, C, rng=rng)
-        self.wpe = Embedding(config.block_size, C, rng=rng)
+        self.wte = Embedding(config.vocab_size, C, rng=rng, std=0.02)
+        self.wpe = Embedding(config.block_size, C, rng=rng, std=0.02)
         self.h = [Block(C, config.n_head, config.bias, rng=rng, proj_std=proj_std) for _ in range(config.n_layer)]
         self.ln_f = LayerNorm(C, config.bias)
 

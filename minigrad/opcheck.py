@@ -11,6 +11,8 @@ import minigrad.functional as F
 from minigrad import nn
 from minigrad.gpt import GPT, GPTConfig
 from minigrad.ops import cat, masked_fill, split, where
+from minigrad.ops import maximum as mg_maximum
+from minigrad.ops import minimum as mg_minimum
 from minigrad.tensor import Tensor
 
 
@@ -29,6 +31,13 @@ def away_from_zero(rng, *shape):
 def distinct(rng, *shape):
     """A random permutation of well-separated values, so max has no ties within eps."""
     return Tensor(rng.permutation(np.prod(shape)).reshape(shape) * 0.1 + 0.01 * rng.random(shape), requires_grad=True)
+
+
+def _tied(rng, sign=1.0):
+    """Rows with two equal maxima (minima for sign -1): there the central difference of amax is 1/2 for
+    each, the shared gradient."""
+    row = sign * np.array([1.0, 3.0, 3.0, -1.0])
+    return Tensor(np.stack([row, rng.permutation(row)]), requires_grad=True)
 
 
 def _causal_attention(q, k, v):
@@ -63,6 +72,8 @@ CASES = {
         ("square", lambda a: a**2, lambda r: [param(r, 3, 2)]),
         ("fractional power", lambda a: a**1.5, lambda r: [param(r, 4, low=0.5)]),
         ("negative power", lambda a: a**-1, lambda r: [param(r, 4, low=0.5)]),
+        ("tensor ** tensor, broadcast", lambda a, b: a**b, lambda r: [param(r, 2, 3, low=0.5), param(r, 3)]),
+        ("number ** tensor", lambda b: 2.0**b, lambda r: [param(r, 4)]),
     ],
     "matmul": [
         ("2-D", lambda a, b: a @ b, lambda r: [param(r, 3, 4), param(r, 4, 5)]),
@@ -77,6 +88,13 @@ CASES = {
     "tanh": [("elementwise", lambda a: a.tanh(), lambda r: [param(r, 3, 4)])],
     "sqrt": [("elementwise", lambda a: a.sqrt(), lambda r: [param(r, 3, 4, low=0.5)])],
     "relu": [("away from the kink", lambda a: a.relu(), lambda r: [away_from_zero(r, 4, 5)])],
+    "sigmoid": [("elementwise, large |x|", lambda a: (a * 20).sigmoid(), lambda r: [param(r, 3, 4)])],
+    "abs": [("away from the kink", lambda a: a.abs(), lambda r: [away_from_zero(r, 4, 5)])],
+    "maximum": [
+        ("broadcast", lambda a, b: mg_maximum(a, b), lambda r: [distinct(r, 2, 3), distinct(r, 3)]),
+        ("minimum with a number", lambda a: mg_minimum(a, 0.3), lambda r: [away_from_zero(r, 5)]),
+    ],
+    "cast": [("to its own dtype, used twice", lambda a: a.double() * a, lambda r: [param(r, 3)])],
     "sum": [
         ("all", lambda a: a.sum(), lambda r: [param(r, 3, 4)]),
         ("axis", lambda a: a.sum(axis=1), lambda r: [param(r, 2, 3, 4)]),
@@ -87,10 +105,21 @@ CASES = {
         ("all", lambda a: a.mean(), lambda r: [param(r, 3, 4)]),
         ("axis, keepdims", lambda a: a.mean(axis=-1, keepdims=True), lambda r: [param(r, 2, 3, 4)]),
     ],
-    "max": [
+    "amax": [
         ("all", lambda a: a.max(), lambda r: [distinct(r, 3, 4)]),
-        ("axis", lambda a: a.max(axis=1), lambda r: [distinct(r, 2, 3, 4)]),
-        ("axis, keepdims", lambda a: a.max(axis=-1, keepdims=True), lambda r: [distinct(r, 2, 5)]),
+        ("axis", lambda a: a.amax(axis=1), lambda r: [distinct(r, 2, 3, 4)]),
+        ("axis, keepdims", lambda a: a.amax(axis=-1, keepdims=True), lambda r: [distinct(r, 2, 5)]),
+        ("max(dim).values", lambda a: a.max(dim=0).values, lambda r: [distinct(r, 3, 2)]),
+        ("ties share the gradient", lambda a: a.amax(axis=1) * 1.0, lambda r: [_tied(r)]),
+    ],
+    "amin": [
+        ("all", lambda a: a.min(), lambda r: [distinct(r, 3, 4)]),
+        ("axis, keepdims", lambda a: a.amin(axis=0, keepdims=True), lambda r: [distinct(r, 3, 2)]),
+        ("ties share the gradient", lambda a: a.amin(axis=1) * 1.0, lambda r: [_tied(r, -1.0)]),
+    ],
+    "expand": [
+        ("size-1 axis and a new leading one", lambda a: a.expand(2, 3, 4), lambda r: [param(r, 3, 1)]),
+        ("-1 keeps a size", lambda a: a.expand(-1, 5), lambda r: [param(r, 2, 1)]),
     ],
     "reshape": [
         ("tuple", lambda a: a.reshape((4, 3)), lambda r: [param(r, 2, 6)]),

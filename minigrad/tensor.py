@@ -281,7 +281,8 @@ class Function:
             out = _active_profiler.record(cls, "forward", fn.forward, *arrays, *args[n:], **params)
         if isinstance(out, np.generic):  # NumPy reductions return scalars; keep every .data an array
             out = np.asarray(out)
-        needs_grad = _grad_enabled and any(t is not None and t.requires_grad for t in inputs)
+        # an integer or bool result (a cast, a comparison) carries no gradient
+        needs_grad = _grad_enabled and out.dtype.kind == "f" and any(t is not None and t.requires_grad for t in inputs)
         result = Tensor._from_op(out, needs_grad)
         if needs_grad:
             fn.inputs = inputs

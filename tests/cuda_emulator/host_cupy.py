@@ -21,10 +21,10 @@ import numpy as np
 METHODS = {"all", "any", "argmax", "astype", "copy", "cumsum", "dot", "fill", "item", "max", "mean", "min",
            "ravel", "reshape", "squeeze", "std", "sum", "swapaxes", "tolist", "transpose", "var", "view"}
 # minigrad's own calls of xp.<name> are checked against this list by tests/test_cuda_emulator.py.
-FUNCTIONS = {"abs", "all", "allclose", "any", "arange", "argmax", "array_equal", "ascontiguousarray",
+FUNCTIONS = {"abs", "all", "allclose", "any", "arange", "argmax", "argmin", "array_equal", "ascontiguousarray",
              "broadcast_to", "concatenate", "cumsum", "exp", "expand_dims", "full", "full_like",
-             "isfinite", "isnan", "log", "matmul", "max", "maximum", "mean", "ones", "ones_like", "split",
-             "sqrt", "stack", "sum", "tanh", "triu", "where", "zeros", "zeros_like"}
+             "isfinite", "isnan", "log", "logaddexp", "matmul", "max", "maximum", "mean", "ones", "ones_like",
+             "sign", "split", "sqrt", "stack", "sum", "tanh", "tri", "triu", "where", "zeros", "zeros_like"}
 CONSTANTS = {"bool_", "e", "float16", "float32", "float64", "inf", "int32", "int64", "int8", "nan", "newaxis",
              "pi", "uint8"}
 
