@@ -77,17 +77,24 @@ def _reduce(losses, reduction, fn):
     raise ValueError(f"{fn}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
-def softmax(x, axis=-1):
+def softmax(x, axis=-1, *, dim=None):
     """exp(x_i - max x) / sum_j exp(x_j - max x); the shift leaves the value unchanged and keeps exp finite."""
-    shifted = x - x.data.max(axis=axis, keepdims=True)  # NOTE: a constant shift, so no gradient flows to it
+    axis = axis if dim is None else dim
+    shifted = x - _max_shift(x, axis)  # NOTE: a constant shift, so no gradient flows to it
     e = shifted.exp()
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def log_softmax(x, axis=-1):
+def log_softmax(x, axis=-1, *, dim=None):
     """x_i - logsumexp(x) = (x_i - max x) - log sum_j exp(x_j - max x)."""
-    shifted = x - x.data.max(axis=axis, keepdims=True)  # NOTE: shift first, or exp overflows at large logits
+    axis = axis if dim is None else dim
+    shifted = x - _max_shift(x, axis)  # NOTE: shift first, or exp overflows at large logits
     return shifted - shifted.exp().sum(axis=axis, keepdims=True).log()
+
+
+def _max_shift(x, axis):
+    """The max of x along axis as a constant array (0 for an empty x, which has no max)."""
+    return x.data.max(axis=axis, keepdims=True) if x.size else 0.0
 
 
 @register("embedding", method=False)

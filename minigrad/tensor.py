@@ -93,6 +93,14 @@ class Tensor:
     def __len__(self):
         return len(self.data)
 
+    def numel(self):
+        """The number of elements (NumPy's .size, which minigrad keeps: PyTorch's size() is .shape here)."""
+        return self.data.size
+
+    def dim(self):
+        """The number of axes (ndim)."""
+        return self.data.ndim
+
     def __repr__(self):
         grad = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor({self.data!r}{grad})"
