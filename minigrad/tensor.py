@@ -171,7 +171,7 @@ class Tensor:
             for hook in t._hooks or ():
                 replaced = hook(g)
                 if replaced is not None:
-                    g = _as_array(replaced, t.data.dtype)
+                    g = _hook_result(replaced, t)
             fn = t._ctx
             if fn is None or t._retains_grad:
                 # NOTE: a copy on first store: g may be shared with another input (add returns dout twice),
@@ -219,6 +219,17 @@ def _topological_order(root):
                 if inp is not None and inp.requires_grad and id(inp) not in visited:
                     stack.append((inp, False))
     return order
+
+
+def _hook_result(replaced, t):
+    """What a hook returned to replace t's gradient: an array of t's shape, dtype and device, else a ValueError."""
+    g = replaced.data if isinstance(replaced, Tensor) else replaced
+    shape, dtype = getattr(g, "shape", None), getattr(g, "dtype", None)
+    if shape != t.shape or dtype != t.dtype or device_of(g) != t.device:
+        raise ValueError(f"a hook returned {type(g).__name__} of shape {shape} and dtype {dtype} as the gradient of a "
+                         f"tensor of shape {t.shape} and dtype {t.dtype} on {t.device}; return an array like the "
+                         "gradient it was given, or None to keep that one")
+    return g
 
 
 def _as_grad(grad, x):

@@ -48,3 +48,17 @@ def test_hook_sees_the_summed_gradient_of_every_use():
 def test_hook_needs_a_tensor_that_requires_grad():
     with pytest.raises(RuntimeError, match="does not require grad"):
         mg.Tensor([1.0]).register_hook(print)
+
+
+@pytest.mark.parametrize("replacement, what", [(np.ones(3), "shape"), (np.ones((2, 1)), "shape"),
+                                               (np.ones(2, np.float32), "dtype"), ([1.0, 2.0], "not an array")])
+def test_a_replacement_unlike_the_gradient_is_refused(replacement, what):
+    """A hook's result of another shape or dtype would leave .grad unlike its tensor (or be summed back
+    silently): one line that says so, on a leaf and on a non-leaf alike."""
+    for make in (lambda x: x, lambda x: x * 1.0):
+        x = mg.Tensor(np.array([1.0, 2.0]), requires_grad=True)
+        h = make(x)
+        h.register_hook(lambda g: replacement)
+        with pytest.raises(ValueError, match=r"a hook returned .* as the gradient of a tensor of shape \(2,\) and dtype "
+                                             r"float64 on cpu"):
+            (h * 2.0).sum().backward()
