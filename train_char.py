@@ -25,13 +25,18 @@ import time
 # OpenBLAS reads the variable once, when NumPy loads: hence here, before any import of NumPy.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
 
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")  # loss.png is drawn into a file, with no display: chosen before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
 import minigrad as mg  # noqa: E402
 import numpy as np  # noqa: E402
-from minigrad import distributed
-from minigrad.checkpoint import load_checkpoint, save_checkpoint
-from minigrad.data import CharTokenizer, download_tiny_shakespeare, get_batch, read_corpus, train_val_split
-from minigrad.files import write_atomically
-from minigrad.optim import clip_grad_norm_, lr_at
+from minigrad import distributed  # noqa: E402
+from minigrad.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from minigrad.data import CharTokenizer, download_tiny_shakespeare, get_batch, read_corpus, train_val_split  # noqa: E402
+from minigrad.files import write_atomically  # noqa: E402
+from minigrad.optim import clip_grad_norm_, lr_at  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 DEFAULT_DATA = os.path.join("data", "tinyshakespeare.txt")
 
@@ -177,11 +182,6 @@ def read_metrics(path, up_to_iter):
 
 def plot_losses(path, rows):
     """loss.png: train and val loss at each evaluation against the iteration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     iters = [r[0] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(iters, [r[1] for r in rows], "o-", label="train")
@@ -367,8 +367,6 @@ def run(args, world):
         stop["requested"] = True
 
     previous_handler = signal.signal(signal.SIGINT, request_stop) if world.world_size == 1 else None
-    from tqdm import tqdm
-
     # MPI: only rank 0 shows the bar. Open MPI forwards a rank's stderr through a pipe (tqdm would hide the
     # bar) and its stdout through a pseudo-terminal of size 0 x 0 (tqdm would draw nothing): give it a size
     screen = {"file": sys.stdout, "ncols": 100, "nrows": 24} if world.world_size > 1 else {"dynamic_ncols": True}
