@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import time
+from collections import namedtuple
 
 # NOTE: after each matrix product OpenBLAS's worker threads spin for 2^28 cycles (~0.1 s) waiting for the
 # next one, and on a machine with few cores they take the cores the C++ kernels run on next (on 2 cores
@@ -39,51 +40,69 @@ from minigrad.optim import clip_grad_norm_, lr_at  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 DEFAULT_DATA = os.path.join("data", "tinyshakespeare.txt")
+DEFAULT_OUT_DIR = "out"
 
-# --- config: every flag, its default and what it means ---------------------------------------------
-
-DEFAULTS = {
-    "data": DEFAULT_DATA, "out_dir": "out",
-    "max_iters": 5000, "eval_interval": 500, "eval_iters": 100,
-    "batch_size": 64, "block_size": 128, "n_layer": 4, "n_head": 4, "n_embd": 64,
-    "lr": 3e-3, "min_lr": 3e-4, "warmup_iters": 100, "lr_decay_iters": 5000,
-    "weight_decay": 0.1, "grad_clip": 1.0, "seed": 1337, "device": "cpu",
-    "num_samples": 1, "sample_len": 500, "temperature": 1.0, "top_k": None,
-}
-HELP = {
-    "data": "UTF-8 text corpus; the default is downloaded when missing",
-    "out_dir": "folder for ckpt.npz, metrics.csv and loss.png",
-    "max_iters": "optimizer steps in total", "eval_interval": "evaluate train and val loss every this many iters",
-    "eval_iters": "batches per split (and per MPI rank) in each evaluation",
-    "batch_size": "sequences per batch (per MPI rank under mpirun)",
-    "block_size": "context length T", "n_layer": "transformer blocks", "n_head": "attention heads",
-    "n_embd": "embedding width C (divisible by n_head)", "lr": "peak learning rate",
-    "min_lr": "learning rate at the end of the cosine decay", "warmup_iters": "iters of linear warmup",
-    "lr_decay_iters": "iter at which the cosine decay reaches min_lr", "weight_decay": "AdamW decoupled weight decay (2-D weights only)",
-    "grad_clip": "clip the global gradient norm to this (0 turns clipping off)", "seed": "seed of the init and of the batches",
-    "device": "cpu, or cuda (needs CuPy)", "num_samples": "samples to print at the end or with --sample-only",
-    "sample_len": "characters per sample", "temperature": "sampling temperature", "top_k": "sample from the k most likely characters only",
-}
-# Flags that define the model or the recipe: a --resume must not change them.
-LOCKED_ON_RESUME = ("batch_size", "block_size", "n_layer", "n_head", "n_embd", "lr", "min_lr", "warmup_iters",
-                    "lr_decay_iters", "weight_decay", "grad_clip", "seed")
-POSITIVE = ("max_iters", "eval_interval", "eval_iters", "batch_size", "block_size", "n_layer", "n_head", "n_embd",
-            "lr", "lr_decay_iters", "num_samples", "temperature")
+# --- config: one table of options; the flags, their checks and the resume lock all come from it ----
 
 
 class UsageError(Exception):
     """Bad input: main() prints it as one line and exits with code 2."""
 
 
+def flag(name):
+    return "--" + name.replace("_", "-")
+
+
+# A constraint: bad(value, config) is true for a bad value; message (formatted with the option's flag,
+# its value and the config) says why.
+Check = namedtuple("Check", "bad message")
+POSITIVE = Check(lambda v, c: v <= 0, "{flag} must be positive, got {value}")
+NON_NEGATIVE = Check(lambda v, c: v < 0, "{flag} must be >= 0, got {value}")
+POSITIVE_OR_NONE = Check(lambda v, c: v is not None and v <= 0, POSITIVE.message)  # None: the option is off
+DIVISIBLE_BY_N_HEAD = Check(lambda v, c: v % c["n_head"], "{flag} {value} is not divisible by --n-head {n_head}")
+ABOVE_WARMUP_ITERS = Check(lambda v, c: v <= c["warmup_iters"], "--warmup-iters {warmup_iters} must be below {flag} {value}")
+# The order they run in, each over the options in table order: each value, then the relations between
+# values (which assume sane values: n_head > 0 before n_embd % n_head).
+CHECKS = (POSITIVE, NON_NEGATIVE, POSITIVE_OR_NONE, DIVISIBLE_BY_N_HEAD, ABOVE_WARMUP_ITERS)
+
+# locked: the option defines the model or the recipe, so a --resume may not change it.
+Option = namedtuple("Option", "name default type help locked checks choices", defaults=(False, (), None))
+OPTIONS = [
+    Option("data", DEFAULT_DATA, str, "UTF-8 text corpus; the default is downloaded when missing"),
+    Option("out_dir", DEFAULT_OUT_DIR, str, "folder for ckpt.npz, metrics.csv and loss.png"),
+    Option("max_iters", 5000, int, "optimizer steps in total", checks=(POSITIVE,)),
+    Option("eval_interval", 500, int, "evaluate train and val loss every this many iters", checks=(POSITIVE,)),
+    Option("eval_iters", 100, int, "batches per split (and per MPI rank) in each evaluation", checks=(POSITIVE,)),
+    Option("batch_size", 64, int, "sequences per batch (per MPI rank under mpirun)", locked=True, checks=(POSITIVE,)),
+    Option("block_size", 128, int, "context length T", locked=True, checks=(POSITIVE,)),
+    Option("n_layer", 4, int, "transformer blocks", locked=True, checks=(POSITIVE,)),
+    Option("n_head", 4, int, "attention heads", locked=True, checks=(POSITIVE,)),
+    Option("n_embd", 64, int, "embedding width C (divisible by n_head)", locked=True,
+           checks=(POSITIVE, DIVISIBLE_BY_N_HEAD)),
+    Option("lr", 3e-3, float, "peak learning rate", locked=True, checks=(POSITIVE,)),
+    Option("min_lr", 3e-4, float, "learning rate at the end of the cosine decay", locked=True, checks=(NON_NEGATIVE,)),
+    Option("warmup_iters", 100, int, "iters of linear warmup", locked=True, checks=(NON_NEGATIVE,)),
+    Option("lr_decay_iters", 5000, int, "iter at which the cosine decay reaches min_lr", locked=True,
+           checks=(POSITIVE, ABOVE_WARMUP_ITERS)),
+    Option("weight_decay", 0.1, float, "AdamW decoupled weight decay (2-D weights only)", locked=True,
+           checks=(NON_NEGATIVE,)),
+    Option("grad_clip", 1.0, float, "clip the global gradient norm to this (0 turns clipping off)", locked=True,
+           checks=(NON_NEGATIVE,)),
+    Option("seed", 1337, int, "seed of the init and of the batches", locked=True),
+    Option("device", "cpu", str, "cpu, or cuda (needs CuPy)", choices=("cpu", "cuda")),
+    Option("num_samples", 1, int, "samples to print at the end or with --sample-only", checks=(POSITIVE,)),
+    Option("sample_len", 500, int, "characters per sample"),
+    Option("temperature", 1.0, float, "sampling temperature", checks=(POSITIVE,)),
+    Option("top_k", None, int, "sample from the k most likely characters only", checks=(POSITIVE_OR_NONE,)),
+]
+
+
 def build_parser():
     parser = argparse.ArgumentParser(description="Train a character-level GPT with minigrad.")
-    types = {"data": str, "out_dir": str, "device": str, "top_k": int}
-    for name, default in DEFAULTS.items():
-        flag = "--" + name.replace("_", "-")
-        kind = types.get(name, type(default))
-        extra = {"choices": ["cpu", "cuda"]} if name == "device" else {}
+    for option in OPTIONS:
         # default=None: a flag left out is told apart from one given (a resume keeps the checkpoint's value)
-        parser.add_argument(flag, type=kind, default=None, help=f"{HELP[name]} (default: {default})", **extra)
+        parser.add_argument(flag(option.name), type=option.type, default=None, choices=option.choices,
+                            help=f"{option.help} (default: {option.default})")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out-dir")
     parser.add_argument("--sample-only", action="store_true", help="load the checkpoint and print samples, no training")
     parser.add_argument("--draw-graph", metavar="PATH",
@@ -95,27 +114,20 @@ def build_parser():
 
 def resolve_config(given, saved=None):
     """The run's config: the flags given, then the checkpoint's values (on resume), then the defaults."""
-    config = dict(DEFAULTS)
+    config = {option.name: option.default for option in OPTIONS}
     if saved is not None:
-        for name in LOCKED_ON_RESUME:
-            if given.get(name) is not None and given[name] != saved[name]:
-                flag = "--" + name.replace("_", "-")
-                raise UsageError(f"{flag} {given[name]} differs from the checkpoint's {saved[name]}; "
+        for option in OPTIONS:
+            value = given.get(option.name)
+            if option.locked and value is not None and value != saved[option.name]:
+                raise UsageError(f"{flag(option.name)} {value} differs from the checkpoint's {saved[option.name]}; "
                                  "drop the flag to resume, or use a new --out-dir")
-        config.update({k: v for k, v in saved.items() if k in DEFAULTS})
-    config.update({k: v for k, v in given.items() if v is not None and k in DEFAULTS})
-    for name in POSITIVE:
-        if config[name] <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {config[name]}")
-    for name in ("min_lr", "warmup_iters", "weight_decay", "grad_clip"):
-        if config[name] < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {config[name]}")
-    if config["top_k"] is not None and config["top_k"] <= 0:
-        raise UsageError(f"--top-k must be positive, got {config['top_k']}")
-    if config["n_embd"] % config["n_head"]:
-        raise UsageError(f"--n-embd {config['n_embd']} is not divisible by --n-head {config['n_head']}")
-    if config["warmup_iters"] >= config["lr_decay_iters"]:
-        raise UsageError(f"--warmup-iters {config['warmup_iters']} must be below --lr-decay-iters {config['lr_decay_iters']}")
+        config.update({k: v for k, v in saved.items() if k in config})
+    config.update({k: v for k, v in given.items() if v is not None and k in config})
+    for check in CHECKS:
+        for option in OPTIONS:
+            value = config[option.name]
+            if check in option.checks and check.bad(value, config):
+                raise UsageError(check.message.format(flag=flag(option.name), value=value, **config))
     return config
 
 
@@ -268,8 +280,8 @@ def profile_steps(model, optimizer, train_ids, config, rng, device, world, steps
 
 
 def run(args, world):
-    given = {k: v for k, v in vars(args).items() if k in DEFAULTS}
-    out_dir = args.out_dir or DEFAULTS["out_dir"]
+    given = {option.name: getattr(args, option.name) for option in OPTIONS}
+    out_dir = args.out_dir or DEFAULT_OUT_DIR
     ckpt_path = os.path.join(out_dir, "ckpt.npz")
     saved = None
     if args.resume or args.sample_only:
