@@ -6,8 +6,11 @@
     python train_char.py --sample-only     # print samples from out/ckpt.npz
     mpirun -n 2 python train_char.py       # data-parallel over 2 MPI ranks, --batch-size sequences each
 
-The order is nanoGPT's: config, data, model, optimizer, schedule, loop, sample. Outputs in --out-dir:
-ckpt.npz (model, optimizer, iteration, RNG state, config, tokenizer), metrics.csv and loss.png.
+It reads in nanoGPT's order: config (one table of options), data, model and checkpoint, optimizer step and
+evaluation, the loop (its first line is the schedule), sample; then the side modes and start(), which calls
+the pieces in that order. Outputs in --out-dir: ckpt.npz (model, optimizer, iteration, RNG state, config,
+tokenizer), metrics.csv and loss.png. What MPI changes (which rank reads, prints and writes, Ctrl-C,
+stopping every rank on an error) is behind minigrad.distributed's World.
 """
 
 import argparse
@@ -15,9 +18,10 @@ import csv
 import io
 import math
 import os
-import signal
 import sys
 import time
+from collections import namedtuple
+from dataclasses import dataclass
 
 # NOTE: after each matrix product OpenBLAS's worker threads spin for 2^28 cycles (~0.1 s) waiting for the
 # next one, and on a machine with few cores they take the cores the C++ kernels run on next (on 2 cores
@@ -25,60 +29,84 @@ import time
 # OpenBLAS reads the variable once, when NumPy loads: hence here, before any import of NumPy.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
 
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")  # loss.png is drawn into a file, with no display: chosen before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
 import minigrad as mg  # noqa: E402
 import numpy as np  # noqa: E402
-from minigrad import distributed
-from minigrad.checkpoint import load_checkpoint, save_checkpoint
-from minigrad.data import CharTokenizer, download_tiny_shakespeare, get_batch, read_corpus, train_val_split
-from minigrad.files import write_atomically
-from minigrad.optim import clip_grad_norm_, lr_at
+from minigrad import distributed  # noqa: E402
+from minigrad.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from minigrad.data import CharTokenizer, download_tiny_shakespeare, get_batch, read_corpus, train_val_split  # noqa: E402
+from minigrad.files import write_atomically  # noqa: E402
+from minigrad.optim import clip_grad_norm_, lr_at  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
+PROGRAM = "train_char.py"
 DEFAULT_DATA = os.path.join("data", "tinyshakespeare.txt")
+DEFAULT_OUT_DIR = "out"
 
-# --- config: every flag, its default and what it means ---------------------------------------------
-
-DEFAULTS = {
-    "data": DEFAULT_DATA, "out_dir": "out",
-    "max_iters": 5000, "eval_interval": 500, "eval_iters": 100,
-    "batch_size": 64, "block_size": 128, "n_layer": 4, "n_head": 4, "n_embd": 64,
-    "lr": 3e-3, "min_lr": 3e-4, "warmup_iters": 100, "lr_decay_iters": 5000,
-    "weight_decay": 0.1, "grad_clip": 1.0, "seed": 1337, "device": "cpu",
-    "num_samples": 1, "sample_len": 500, "temperature": 1.0, "top_k": None,
-}
-HELP = {
-    "data": "UTF-8 text corpus; the default is downloaded when missing",
-    "out_dir": "folder for ckpt.npz, metrics.csv and loss.png",
-    "max_iters": "optimizer steps in total", "eval_interval": "evaluate train and val loss every this many iters",
-    "eval_iters": "batches per split (and per MPI rank) in each evaluation",
-    "batch_size": "sequences per batch (per MPI rank under mpirun)",
-    "block_size": "context length T", "n_layer": "transformer blocks", "n_head": "attention heads",
-    "n_embd": "embedding width C (divisible by n_head)", "lr": "peak learning rate",
-    "min_lr": "learning rate at the end of the cosine decay", "warmup_iters": "iters of linear warmup",
-    "lr_decay_iters": "iter at which the cosine decay reaches min_lr", "weight_decay": "AdamW decoupled weight decay (2-D weights only)",
-    "grad_clip": "clip the global gradient norm to this (0 turns clipping off)", "seed": "seed of the init and of the batches",
-    "device": "cpu, or cuda (needs CuPy)", "num_samples": "samples to print at the end or with --sample-only",
-    "sample_len": "characters per sample", "temperature": "sampling temperature", "top_k": "sample from the k most likely characters only",
-}
-# Flags that define the model or the recipe: a --resume must not change them.
-LOCKED_ON_RESUME = ("batch_size", "block_size", "n_layer", "n_head", "n_embd", "lr", "min_lr", "warmup_iters",
-                    "lr_decay_iters", "weight_decay", "grad_clip", "seed")
-POSITIVE = ("max_iters", "eval_interval", "eval_iters", "batch_size", "block_size", "n_layer", "n_head", "n_embd",
-            "lr", "lr_decay_iters", "num_samples", "temperature")
+# --- config: one table of options; the flags, their checks and the resume lock all come from it ----
 
 
 class UsageError(Exception):
     """Bad input: main() prints it as one line and exits with code 2."""
 
 
+def flag(name):
+    return "--" + name.replace("_", "-")
+
+
+# A constraint: bad(value, config) is true for a bad value; message (formatted with the option's flag,
+# its value and the config) says why.
+Check = namedtuple("Check", "bad message")
+POSITIVE = Check(lambda v, c: v <= 0, "{flag} must be positive, got {value}")
+NON_NEGATIVE = Check(lambda v, c: v < 0, "{flag} must be >= 0, got {value}")
+POSITIVE_OR_NONE = Check(lambda v, c: v is not None and v <= 0, POSITIVE.message)  # None: the option is off
+DIVISIBLE_BY_N_HEAD = Check(lambda v, c: v % c["n_head"], "{flag} {value} is not divisible by --n-head {n_head}")
+ABOVE_WARMUP_ITERS = Check(lambda v, c: v <= c["warmup_iters"], "--warmup-iters {warmup_iters} must be below {flag} {value}")
+# The order they run in, each over the options in table order: each value, then the relations between
+# values (which assume sane values: n_head > 0 before n_embd % n_head).
+CHECKS = (POSITIVE, NON_NEGATIVE, POSITIVE_OR_NONE, DIVISIBLE_BY_N_HEAD, ABOVE_WARMUP_ITERS)
+
+# locked: the option defines the model or the recipe, so a --resume may not change it.
+Option = namedtuple("Option", "name default type help locked checks choices", defaults=(False, (), None))
+OPTIONS = [
+    Option("data", DEFAULT_DATA, str, "UTF-8 text corpus; the default is downloaded when missing"),
+    Option("out_dir", DEFAULT_OUT_DIR, str, "folder for ckpt.npz, metrics.csv and loss.png"),
+    Option("max_iters", 5000, int, "optimizer steps in total", checks=(POSITIVE,)),
+    Option("eval_interval", 500, int, "evaluate train and val loss every this many iters", checks=(POSITIVE,)),
+    Option("eval_iters", 100, int, "batches per split (and per MPI rank) in each evaluation", checks=(POSITIVE,)),
+    Option("batch_size", 64, int, "sequences per batch (per MPI rank under mpirun)", locked=True, checks=(POSITIVE,)),
+    Option("block_size", 128, int, "context length T", locked=True, checks=(POSITIVE,)),
+    Option("n_layer", 4, int, "transformer blocks", locked=True, checks=(POSITIVE,)),
+    Option("n_head", 4, int, "attention heads", locked=True, checks=(POSITIVE,)),
+    Option("n_embd", 64, int, "embedding width C (divisible by n_head)", locked=True,
+           checks=(POSITIVE, DIVISIBLE_BY_N_HEAD)),
+    Option("lr", 3e-3, float, "peak learning rate", locked=True, checks=(POSITIVE,)),
+    Option("min_lr", 3e-4, float, "learning rate at the end of the cosine decay", locked=True, checks=(NON_NEGATIVE,)),
+    Option("warmup_iters", 100, int, "iters of linear warmup", locked=True, checks=(NON_NEGATIVE,)),
+    Option("lr_decay_iters", 5000, int, "iter at which the cosine decay reaches min_lr", locked=True,
+           checks=(POSITIVE, ABOVE_WARMUP_ITERS)),
+    Option("weight_decay", 0.1, float, "AdamW decoupled weight decay (2-D weights only)", locked=True,
+           checks=(NON_NEGATIVE,)),
+    Option("grad_clip", 1.0, float, "clip the global gradient norm to this (0 turns clipping off)", locked=True,
+           checks=(NON_NEGATIVE,)),
+    Option("seed", 1337, int, "seed of the init and of the batches", locked=True),
+    Option("device", "cpu", str, "cpu, or cuda (needs CuPy)", choices=("cpu", "cuda")),
+    Option("num_samples", 1, int, "samples to print at the end or with --sample-only", checks=(POSITIVE,)),
+    Option("sample_len", 500, int, "characters per sample"),
+    Option("temperature", 1.0, float, "sampling temperature", checks=(POSITIVE,)),
+    Option("top_k", None, int, "sample from the k most likely characters only", checks=(POSITIVE_OR_NONE,)),
+]
+
+
 def build_parser():
     parser = argparse.ArgumentParser(description="Train a character-level GPT with minigrad.")
-    types = {"data": str, "out_dir": str, "device": str, "top_k": int}
-    for name, default in DEFAULTS.items():
-        flag = "--" + name.replace("_", "-")
-        kind = types.get(name, type(default))
-        extra = {"choices": ["cpu", "cuda"]} if name == "device" else {}
+    for option in OPTIONS:
         # default=None: a flag left out is told apart from one given (a resume keeps the checkpoint's value)
-        parser.add_argument(flag, type=kind, default=None, help=f"{HELP[name]} (default: {default})", **extra)
+        parser.add_argument(flag(option.name), type=option.type, default=None, choices=option.choices,
+                            help=f"{option.help} (default: {option.default})")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out-dir")
     parser.add_argument("--sample-only", action="store_true", help="load the checkpoint and print samples, no training")
     parser.add_argument("--draw-graph", metavar="PATH",
@@ -90,28 +118,24 @@ def build_parser():
 
 def resolve_config(given, saved=None):
     """The run's config: the flags given, then the checkpoint's values (on resume), then the defaults."""
-    config = dict(DEFAULTS)
+    config = {option.name: option.default for option in OPTIONS}
     if saved is not None:
-        for name in LOCKED_ON_RESUME:
-            if given.get(name) is not None and given[name] != saved[name]:
-                flag = "--" + name.replace("_", "-")
-                raise UsageError(f"{flag} {given[name]} differs from the checkpoint's {saved[name]}; "
+        for option in OPTIONS:
+            value = given.get(option.name)
+            if option.locked and value is not None and value != saved[option.name]:
+                raise UsageError(f"{flag(option.name)} {value} differs from the checkpoint's {saved[option.name]}; "
                                  "drop the flag to resume, or use a new --out-dir")
-        config.update({k: v for k, v in saved.items() if k in DEFAULTS})
-    config.update({k: v for k, v in given.items() if v is not None and k in DEFAULTS})
-    for name in POSITIVE:
-        if config[name] <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {config[name]}")
-    for name in ("min_lr", "warmup_iters", "weight_decay", "grad_clip"):
-        if config[name] < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {config[name]}")
-    if config["top_k"] is not None and config["top_k"] <= 0:
-        raise UsageError(f"--top-k must be positive, got {config['top_k']}")
-    if config["n_embd"] % config["n_head"]:
-        raise UsageError(f"--n-embd {config['n_embd']} is not divisible by --n-head {config['n_head']}")
-    if config["warmup_iters"] >= config["lr_decay_iters"]:
-        raise UsageError(f"--warmup-iters {config['warmup_iters']} must be below --lr-decay-iters {config['lr_decay_iters']}")
+        config.update({k: v for k, v in saved.items() if k in config})
+    config.update({k: v for k, v in given.items() if v is not None and k in config})
+    for check in CHECKS:
+        for option in OPTIONS:
+            value = config[option.name]
+            if check in option.checks and check.bad(value, config):
+                raise UsageError(check.message.format(flag=flag(option.name), value=value, **config))
     return config
+
+
+# --- data -----------------------------------------------------------------------------------------
 
 
 def load_text(path):
@@ -128,25 +152,76 @@ def load_text(path):
         raise UsageError(str(e)) from None
 
 
-# --- checkpoint and metrics -----------------------------------------------------------------------
+def load_data(config, tokenizer, world):
+    """(tokenizer, {"train": ids, "val": ids}): the corpus, encoded by the checkpoint's tokenizer or by
+    one built from it (tokenizer None), split 90/10. Rank 0 reads (and, if missing, downloads) it first."""
+    text = world.main_first(load_text, config["data"])
+    need = config["block_size"] + 2
+    if len(text) < need:
+        raise UsageError(f"corpus {config['data']} has {len(text)} characters; it needs at least "
+                         f"block_size + 2 = {need}")
+    if tokenizer is None:
+        tokenizer = CharTokenizer(text)
+    try:
+        ids = tokenizer.encode(text)
+    except ValueError as e:
+        raise UsageError(f"{e}: this corpus does not match the checkpoint's") from None
+    train_ids, val_ids = train_val_split(ids)
+    if len(val_ids) < need:
+        raise UsageError(f"corpus {config['data']} is too short: its 10% validation split has {len(val_ids)} "
+                         f"characters, fewer than block_size + 2 = {need}")
+    return tokenizer, {"train": train_ids, "val": val_ids}
 
 
-def save_run(path, model, optimizer, it, rng_states, config, tokenizer):
-    """Everything a bit-exact resume needs, in one atomically written file. rng_states: the batch RNG's
-    bit_generator.state of every rank (one entry in a single process)."""
-    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
-    opt = optimizer.state_dict()
+def to_device(a, device):
+    return a if device == "cpu" else mg.Tensor(a).to(device)
+
+
+# --- model and checkpoint -------------------------------------------------------------------------
+
+
+def build_model(config, vocab_size, world):
+    """The GPT of the config, on its device; rank 0 says what it is and which kernels run it."""
+    model_config = mg.GPTConfig(vocab_size, config["block_size"], config["n_layer"], config["n_head"],
+                                config["n_embd"])
+    model = mg.GPT(model_config, seed=config["seed"]).to(config["device"])
+    kernels = mg.get_backend() if config["device"] == "cpu" else mg.backend_info()["cuda_kernels"]
+    world.print(f"minigrad {mg.__version__}, device: {config['device']}, kernels: {kernels}, "
+                f"model: {model.num_parameters():,} parameters ({model_config.n_layer} layers, "
+                f"{model_config.n_head} heads, n_embd {model_config.n_embd}, vocab {model_config.vocab_size})")
+    return model
+
+
+def load_saved_run(path):
+    """(arrays, meta) of the checkpoint at path."""
+    if not os.path.exists(path):
+        raise UsageError(f"no checkpoint at {path}: train first, or pass --out-dir of an earlier run")
+    try:
+        return load_checkpoint(path)
+    except ValueError as e:
+        raise UsageError(f"{e}; delete it or pass another --out-dir") from None
+
+
+def save_run(run, it):
+    """Everything a bit-exact resume needs, in one atomically written ckpt.npz. Called on every rank: each
+    sends rank 0 its batch RNG's state, and rank 0 writes."""
+    rng_states = run.world.gather(run.rng.bit_generator.state)  # [rank 0's, rank 1's, ...] on rank 0
+    if not run.world.is_main:
+        return
+    arrays = {f"model/{k}": v for k, v in run.model.state_dict().items()}
+    opt = run.optimizer.state_dict()
     for name, buffers in opt["buffers"].items():
         arrays.update({f"optim/{name}/{i}": b for i, b in enumerate(buffers) if b is not None})
-    meta = {"iter": it, "config": config, "tokenizer": tokenizer.to_dict(), "rng": rng_states[0],
-            "optim": {"hyper": opt["hyper"], "step": opt["step"], "n_params": len(optimizer.parameters())},
+    meta = {"iter": it, "config": run.config, "tokenizer": run.tokenizer.to_dict(), "rng": rng_states[0],
+            "optim": {"hyper": opt["hyper"], "step": opt["step"], "n_params": len(run.optimizer.parameters())},
             "world_size": len(rng_states)}
     if len(rng_states) > 1:  # MPI: each rank draws its own batches, so each has its own RNG state
         meta["rng_per_rank"] = rng_states
-    save_checkpoint(path, arrays, meta)
+    save_checkpoint(run.path("ckpt.npz"), arrays, meta)
 
 
 def restore_run(arrays, meta, model, optimizer, rng, rank=0):
+    """Load a checkpoint into the model, the optimizer and this rank's batch RNG; returns its iteration."""
     n = meta["optim"]["n_params"]
     buffers = {name: [arrays.get(f"optim/{name}/{i}") for i in range(n)] for name in optimizer.buffer_names}
     try:
@@ -158,46 +233,20 @@ def restore_run(arrays, meta, model, optimizer, rng, rank=0):
     return meta["iter"]
 
 
-def write_metrics(path, rows):
-    """metrics.csv, rewritten whole (atomically) at every evaluation."""
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(["iter", "train_loss", "val_loss", "lr", "grad_norm", "tokens_per_s"])
-    writer.writerows(rows)
-    write_atomically(path, text.getvalue().encode())
+# --- optimizer step, evaluation, metrics.csv and loss.png -----------------------------------------
 
 
-def read_metrics(path, up_to_iter):
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))[1:]
-    return [[int(r[0])] + [float(x) for x in r[1:]] for r in rows if int(r[0]) <= up_to_iter]
-
-
-def plot_losses(path, rows):
-    """loss.png: train and val loss at each evaluation against the iteration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    iters = [r[0] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(iters, [r[1] for r in rows], "o-", label="train")
-    ax.plot(iters, [r[2] for r in rows], "o-", label="val")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("cross-entropy loss (nats)")
-    ax.set_title("minigrad char-GPT")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    write_atomically(path, buffer.getvalue())
-
-
-# --- evaluation and sampling ----------------------------------------------------------------------
+def train_step(model, optimizer, x, y, grad_clip, device, world):
+    """Forward, loss, zero_grad, backward, the mean gradient over MPI ranks, clipping (grad_clip 0: none).
+    Returns (loss, grad_norm) averaged over the ranks, hence the same on every rank; the caller checks
+    them and then calls optimizer.step()."""
+    _, loss = model(to_device(x, device), to_device(y, device))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = optimizer.parameters()
+    world.allreduce_grads(params)  # MPI: before clipping, so every rank clips the same global norm
+    grad_norm = clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
+    return world.allreduce_mean(loss.item()), grad_norm
 
 
 def estimate_loss(model, splits, config, seed, device, world):
@@ -219,12 +268,137 @@ def estimate_loss(model, splits, config, seed, device, world):
     return losses
 
 
-def to_device(a, device):
-    return a if device == "cpu" else mg.Tensor(a).to(device)
+def write_metrics(path, rows):
+    """metrics.csv, rewritten whole (atomically) at every evaluation."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["iter", "train_loss", "val_loss", "lr", "grad_norm", "tokens_per_s"])
+    writer.writerows(rows)
+    write_atomically(path, text.getvalue().encode())
 
 
-def print_samples(model, tokenizer, config, seed):
-    rng = np.random.default_rng(seed)
+def read_metrics(path, up_to_iter):
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    return [[int(r[0])] + [float(x) for x in r[1:]] for r in rows if int(r[0]) <= up_to_iter]
+
+
+def plot_losses(path, rows):
+    """loss.png: train and val loss at each evaluation against the iteration."""
+    iters = [r[0] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(iters, [r[1] for r in rows], "o-", label="train")
+    ax.plot(iters, [r[2] for r in rows], "o-", label="val")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("cross-entropy loss (nats)")
+    ax.set_title("minigrad char-GPT")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    write_atomically(path, buffer.getvalue())
+
+
+def evaluate(run, it, lr, grad_norm, tokens_per_s, bar):
+    """The losses at iter it; rank 0 logs them (bar, metrics.csv, loss.png) and saves a checkpoint."""
+    config, world = run.config, run.world
+    losses = estimate_loss(run.model, run.splits, config, seed=config["seed"] + it, device=config["device"], world=world)
+    if world.is_main:  # MPI: rank 0 alone writes files
+        run.rows.append([it, losses["train"], losses["val"], lr, grad_norm, tokens_per_s])
+        bar.write(f"iter {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        write_metrics(run.path("metrics.csv"), run.rows)
+        plot_losses(run.path("loss.png"), run.rows)
+    save_run(run, it)
+    return losses
+
+
+# --- the loop -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """What the loop works on and a checkpoint holds. splits: {"train": ids, "val": ids} (None with
+    --sample-only); rng: the training batches' (a stream per MPI rank); rows: metrics.csv's (rank 0's)."""
+    config: dict
+    tokenizer: CharTokenizer
+    splits: dict | None
+    model: mg.GPT
+    optimizer: mg.optim.AdamW
+    rng: np.random.Generator
+    world: distributed.World
+    out_dir: str
+    rows: list
+
+    def path(self, name):
+        return os.path.join(self.out_dir, name)
+
+
+class NonFiniteLoss(Exception):
+    """The loss or the gradient norm became inf or nan: main() prints it and exits with code 1."""
+
+
+def train(run, start_iter, resumed, stop):
+    """Steps from start_iter to max_iters, or until stop.requested; an evaluation at iter 0 (not again at a
+    resume's first iter), every eval_interval iters and at the end. Returns (iter, last evaluation's losses)."""
+    config, world, max_iters = run.config, run.world, run.config["max_iters"]
+    tokens_per_step = config["batch_size"] * config["block_size"] * world.world_size  # all ranks' tokens
+    grad_norm, tokens_per_s, losses, it = float("nan"), float("nan"), {}, start_iter
+    t_window, tokens_window = time.perf_counter(), 0
+    with tqdm(total=max_iters, initial=start_iter, unit="it", **world.progress_bar_options()) as bar:
+        while True:
+            lr = lr_at(it, config["lr"], config["min_lr"], config["warmup_iters"], config["lr_decay_iters"])
+            if (it % config["eval_interval"] == 0 or it == max_iters) and not (resumed and it == start_iter):
+                losses = evaluate(run, it, lr, grad_norm, tokens_per_s, bar)
+            if it >= max_iters or stop.requested:
+                return it, losses
+
+            # one step: batch, forward, loss, zero_grad, backward, (MPI: mean over ranks), clip, AdamW
+            for group in run.optimizer.param_groups:
+                group["lr"] = lr
+            x, y = get_batch(run.splits["train"], config["batch_size"], config["block_size"], run.rng)
+            loss, grad_norm = train_step(run.model, run.optimizer, x, y, config["grad_clip"], config["device"], world)
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):  # the same on every rank: all stop here
+                raise NonFiniteLoss(f"the loss became {loss} (grad norm {grad_norm}) at iter {it}; stopped without "
+                                    f"saving, the last good checkpoint is {run.path('ckpt.npz')}")
+            run.optimizer.step()
+            it += 1
+
+            tokens_window += tokens_per_step  # tokens/s over at least a second, and up to each evaluation
+            elapsed = time.perf_counter() - t_window
+            if elapsed > 1.0 or it % config["eval_interval"] == 0:
+                tokens_per_s, t_window, tokens_window = tokens_window / elapsed, time.perf_counter(), 0
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+            bar.update(1)
+
+
+def train_and_sample(run, start_iter, resumed):
+    """The loop, then the final losses and samples; after a Ctrl-C, a checkpoint instead."""
+    world = run.world
+    if world.is_main:  # MPI: rank 0 alone writes files
+        os.makedirs(run.out_dir, exist_ok=True)
+        run.rows = read_metrics(run.path("metrics.csv"), start_iter) if resumed else []
+    t0 = time.perf_counter()
+    with world.stop_on_ctrl_c() as stop:
+        it, losses = train(run, start_iter, resumed, stop)
+    if stop.requested:
+        save_run(run, it)
+        print(f"interrupted at iter {it}: saved {run.path('ckpt.npz')}; continue with --resume")
+    elif world.is_main:
+        if losses:
+            print(f"final: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, "
+                  f"val perplexity {math.exp(losses['val']):.2f}, {time.perf_counter() - t0:.1f} s in total")
+        print_samples(run.model, run.tokenizer, run.config)
+
+
+# --- sample ---------------------------------------------------------------------------------------
+
+
+def print_samples(model, tokenizer, config):
+    """num_samples samples of sample_len characters, each generated from a newline."""
+    rng = np.random.default_rng(config["seed"])
     start = tokenizer.stoi.get("\n", 0)
     for i in range(config["num_samples"]):
         ids = model.generate(np.array([[start]]), config["sample_len"], config["temperature"], config["top_k"], rng)
@@ -232,206 +406,80 @@ def print_samples(model, tokenizer, config, seed):
         print(tokenizer.decode(ids[0, 1:]))
 
 
-# --- optimizer and one step ----------------------------------------------------------------------
+# --- the side modes, each in one process ----------------------------------------------------------
 
 
-def train_step(model, optimizer, x, y, grad_clip, device, world):
-    """Forward, loss, zero_grad, backward, the mean gradient over MPI ranks, clipping (grad_clip 0: none).
-    Returns (loss, grad_norm) averaged over the ranks, hence the same on every rank; the caller checks
-    them and then calls optimizer.step()."""
-    _, loss = model(to_device(x, device), to_device(y, device))
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    params = optimizer.parameters()
-    world.allreduce_grads(params)  # MPI: before clipping, so every rank clips the same global norm
-    grad_norm = clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
-    return world.allreduce_mean(loss.item()), grad_norm
+def draw_graph(run, path):
+    """--draw-graph PATH: the graph of one forward and loss."""
+    config = run.config
+    x, y = get_batch(run.splits["train"], config["batch_size"], config["block_size"], run.rng)
+    _, loss = run.model(to_device(x, config["device"]), to_device(y, config["device"]))
+    mg.draw_graph(loss, path, params=run.model.named_parameters())
+    print(f"wrote the graph of one forward and loss to {path}")
 
 
-def profile_steps(model, optimizer, train_ids, config, rng, device, world, steps):
+def profile_steps(run, steps):
     """--profile N: N training steps at the peak lr under mg.profile(), then its per-op table."""
     if steps <= 0:
         raise UsageError(f"--profile must be positive, got {steps}")
-    prof = mg.profile()
+    config, prof = run.config, mg.profile()
     t0 = time.perf_counter()
     for _ in range(steps):
         with prof:
-            x, y = get_batch(train_ids, config["batch_size"], config["block_size"], rng)
-            train_step(model, optimizer, x, y, config["grad_clip"], device, world)
-            optimizer.step()
+            x, y = get_batch(run.splits["train"], config["batch_size"], config["block_size"], run.rng)
+            train_step(run.model, run.optimizer, x, y, config["grad_clip"], config["device"], run.world)
+            run.optimizer.step()
     print(f"{steps} steps in {time.perf_counter() - t0:.2f} s (kernels: {mg.get_backend()})")
     prof.table()
-    return 0
 
 
-# --- the run --------------------------------------------------------------------------------------
+# --- the run, in that order -----------------------------------------------------------------------
 
 
-def run(args, world):
-    given = {k: v for k, v in vars(args).items() if k in DEFAULTS}
-    out_dir = args.out_dir or DEFAULTS["out_dir"]
-    ckpt_path = os.path.join(out_dir, "ckpt.npz")
-    saved = None
-    if args.resume or args.sample_only:
-        if not os.path.exists(ckpt_path):
-            raise UsageError(f"no checkpoint at {ckpt_path}: train first, or pass --out-dir of an earlier run")
-        try:
-            saved = load_checkpoint(ckpt_path)
-        except ValueError as e:
-            raise UsageError(f"{e}; delete it or pass another --out-dir") from None
-    single_process_flag = ("--sample-only" if args.sample_only else "--draw-graph" if args.draw_graph
-                           else "--profile" if args.profile is not None else None)
-    if single_process_flag and world.world_size > 1:
-        raise UsageError(f"{single_process_flag} runs in one process: run it without mpirun")
-    saved_world = saved[1].get("world_size", 1) if saved else 1
-    if args.resume and saved_world != world.world_size:  # each rank's batches go on from its own RNG state
+def check_launch(args, ckpt_path, saved, world):
+    """A side mode runs in one process; a resume on as many ranks as the run it continues (each rank's
+    batches go on from its own RNG state)."""
+    side_mode = ("--sample-only" if args.sample_only else "--draw-graph" if args.draw_graph
+                 else "--profile" if args.profile is not None else None)
+    if side_mode:
+        world.require_one_process(PROGRAM, side_mode)
+    saved_world = saved[1].get("world_size", 1) if saved else 1  # checkpoints from before MPI: one process
+    if args.resume and saved_world != world.world_size:
         raise UsageError(f"{ckpt_path} was written by a run on {saved_world} rank(s), this one has "
                          f"{world.world_size}: resume with as many ranks, or use a new --out-dir")
-    config = resolve_config(given, saved[1]["config"] if saved else None)
-    device = config["device"]
+
+
+def start(args, world):
+    """Config, data, model, optimizer; then the side mode asked for, or the loop and a sample."""
+    out_dir = args.out_dir or DEFAULT_OUT_DIR  # as given: a resume does not take the checkpoint's
+    ckpt_path = os.path.join(out_dir, "ckpt.npz")
+    saved = load_saved_run(ckpt_path) if args.resume or args.sample_only else None  # (arrays, meta)
+    check_launch(args, ckpt_path, saved, world)
+    config = resolve_config({o.name: getattr(args, o.name) for o in OPTIONS}, saved[1]["config"] if saved else None)
     mg.dispatch.retain_freed_memory()  # each step reuses the last step's activation buffers: no page faults
-    if device == "cuda" and mg.backend_info().get("cuda_available") is not True:
+    if config["device"] == "cuda" and mg.backend_info().get("cuda_available") is not True:
         raise UsageError("--device cuda needs CuPy and an NVIDIA GPU; install the [cuda] extra or use --device cpu")
 
-    # data
     tokenizer = CharTokenizer.from_dict(saved[1]["tokenizer"]) if saved else None
-    if not args.sample_only:
-        # MPI: rank 0 reads (and, when missing, downloads) the corpus before the others read it
-        text = load_text(config["data"]) if world.is_main else None
-        world.barrier()
-        text = text if world.is_main else load_text(config["data"])
-        if len(text) < config["block_size"] + 2:
-            raise UsageError(f"corpus {config['data']} has {len(text)} characters; it needs at least "
-                             f"block_size + 2 = {config['block_size'] + 2}")
-        if tokenizer is None:
-            tokenizer = CharTokenizer(text)
-        try:
-            ids = tokenizer.encode(text)
-        except ValueError as e:
-            raise UsageError(f"{e}: this corpus does not match the checkpoint's") from None
-        train_ids, val_ids = train_val_split(ids)
-        if len(val_ids) < config["block_size"] + 2:
-            raise UsageError(f"corpus {config['data']} is too short: its 10% validation split has {len(val_ids)} "
-                             f"characters, fewer than block_size + 2 = {config['block_size'] + 2}")
-
-    # model
-    model_config = mg.GPTConfig(tokenizer.vocab_size, config["block_size"], config["n_layer"], config["n_head"],
-                                config["n_embd"])
-    model = mg.GPT(model_config, seed=config["seed"]).to(device)
-    if world.is_main:
-        kernels = mg.get_backend() if device == "cpu" else mg.backend_info()["cuda_kernels"]
-        print(f"minigrad {mg.__version__}, device: {device}, kernels: {kernels}, "
-              f"model: {model.num_parameters():,} parameters ({model_config.n_layer} layers, "
-              f"{model_config.n_head} heads, n_embd {model_config.n_embd}, vocab {model_config.vocab_size})", flush=True)
-        if world.world_size > 1:
-            print(f"data-parallel over {world.world_size} MPI ranks: batch {config['batch_size']} per rank, "
-                  f"{config['batch_size'] * world.world_size} sequences per step", flush=True)
-
+    splits = None
+    if not args.sample_only:  # the samples need the checkpoint's tokenizer only
+        tokenizer, splits = load_data(config, tokenizer, world)
+    model = build_model(config, tokenizer.vocab_size, world)
+    world.print_batch_split(config["batch_size"])
     optimizer = model.configure_optimizer(config["lr"], config["weight_decay"])
     rng = world.rng(config["seed"])  # the training batches; under MPI a stream per rank
-    start_iter = 0
-    if saved:
-        start_iter = restore_run(*saved, model, optimizer, rng, world.rank)
+    start_iter = restore_run(*saved, model, optimizer, rng, world.rank) if saved else 0
     world.broadcast_params(model)  # MPI: every rank starts from rank 0's weights
+    run = Run(config, tokenizer, splits, model, optimizer, rng, world, out_dir, rows=[])
+
     if args.sample_only:
-        print_samples(model, tokenizer, config, config["seed"])
-        return 0
-
-    if args.draw_graph:
-        x, y = get_batch(train_ids, config["batch_size"], config["block_size"], rng)
-        _, loss = model(to_device(x, device), to_device(y, device))
-        mg.draw_graph(loss, args.draw_graph, params=model.named_parameters())
-        print(f"wrote the graph of one forward and loss to {args.draw_graph}")
-        return 0
-    if args.profile is not None:
-        return profile_steps(model, optimizer, train_ids, config, rng, device, world, args.profile)
-
-    def schedule(it):
-        return lr_at(it, config["lr"], config["min_lr"], config["warmup_iters"], config["lr_decay_iters"])
-
-    if world.is_main:  # MPI: rank 0 alone writes files
-        os.makedirs(out_dir, exist_ok=True)
-    metrics_path, plot_path = os.path.join(out_dir, "metrics.csv"), os.path.join(out_dir, "loss.png")
-    rows = read_metrics(metrics_path, start_iter) if saved and world.is_main else []
-    splits = {"train": train_ids, "val": val_ids}
-    max_iters = config["max_iters"]
-    tokens_per_step = config["batch_size"] * config["block_size"] * world.world_size  # all ranks' tokens
-
-    # Ctrl-C: finish the current step, save a checkpoint, exit cleanly (a second Ctrl-C stops at once).
-    # MPI: mpirun stops every rank on Ctrl-C; the checkpoint of the last evaluation stays.
-    stop = {"requested": False}
-
-    def request_stop(signum, frame):
-        if stop["requested"]:
-            raise KeyboardInterrupt
-        stop["requested"] = True
-
-    previous_handler = signal.signal(signal.SIGINT, request_stop) if world.world_size == 1 else None
-    from tqdm import tqdm
-
-    # MPI: only rank 0 shows the bar. Open MPI forwards a rank's stderr through a pipe (tqdm would hide the
-    # bar) and its stdout through a pseudo-terminal of size 0 x 0 (tqdm would draw nothing): give it a size
-    screen = {"file": sys.stdout, "ncols": 100, "nrows": 24} if world.world_size > 1 else {"dynamic_ncols": True}
-    bar = tqdm(total=max_iters, initial=start_iter, unit="it", disable=None if world.is_main else True, **screen)
-    t_run, t_window, tokens_window = time.perf_counter(), time.perf_counter(), 0
-    grad_norm, tokens_per_s, last = float("nan"), float("nan"), {}
-    it = start_iter
-    try:
-        while True:
-            evaluate = it % config["eval_interval"] == 0 or it == max_iters
-            if evaluate and not (saved and it == start_iter):
-                last = estimate_loss(model, splits, config, seed=config["seed"] + it, device=device, world=world)
-                rng_states = world.gather(rng.bit_generator.state)  # MPI: every rank's, on rank 0
-                if world.is_main:
-                    rows.append([it, last["train"], last["val"], schedule(it), grad_norm, tokens_per_s])
-                    bar.write(f"iter {it}: train loss {last['train']:.4f}, val loss {last['val']:.4f}")
-                    write_metrics(metrics_path, rows)
-                    plot_losses(plot_path, rows)
-                    save_run(ckpt_path, model, optimizer, it, rng_states, config, tokenizer)
-            if it >= max_iters or stop["requested"]:
-                break
-
-            # one step: batch, forward, loss, zero_grad, backward, (MPI: mean over ranks), clip, AdamW
-            lr = schedule(it)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x, y = get_batch(train_ids, config["batch_size"], config["block_size"], rng)
-            loss_value, grad_norm = train_step(model, optimizer, x, y, config["grad_clip"], device, world)
-            # the same two numbers on every rank, so under MPI all ranks stop here together
-            if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
-                bar.close()
-                if world.is_main:
-                    print(f"train_char.py: error: the loss became {loss_value} (grad norm {grad_norm}) at iter {it}; "
-                          f"stopped without saving, the last good checkpoint is {ckpt_path}",
-                          file=sys.stderr, flush=True)
-                world.barrier()  # MPI: rank 0 has printed before any rank exits
-                return 1
-            optimizer.step()
-            it += 1
-
-            tokens_window += tokens_per_step
-            elapsed = time.perf_counter() - t_window
-            if elapsed > 1.0 or it % config["eval_interval"] == 0:
-                tokens_per_s, t_window, tokens_window = tokens_window / elapsed, time.perf_counter(), 0
-            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
-            bar.update(1)
-    finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
-        bar.close()
-
-    if stop["requested"]:
-        save_run(ckpt_path, model, optimizer, it, [rng.bit_generator.state], config, tokenizer)
-        print(f"interrupted at iter {it}: saved {ckpt_path}; continue with --resume")
-        return 0
-    if not world.is_main:
-        return 0
-    total = time.perf_counter() - t_run
-    if last:
-        print(f"final: train loss {last['train']:.4f}, val loss {last['val']:.4f}, "
-              f"val perplexity {math.exp(last['val']):.2f}, {total:.1f} s in total")
-    print_samples(model, tokenizer, config, config["seed"])
-    return 0
+        print_samples(model, tokenizer, config)
+    elif args.draw_graph:
+        draw_graph(run, args.draw_graph)
+    elif args.profile is not None:
+        profile_steps(run, args.profile)
+    else:
+        train_and_sample(run, start_iter, resumed=saved is not None)
 
 
 def main(argv=None):
@@ -439,17 +487,18 @@ def main(argv=None):
     try:
         world = distributed.init()  # one process, or this rank of an mpirun job
     except RuntimeError as e:
-        print(f"train_char.py: error: {e}", file=sys.stderr)
+        print(f"{PROGRAM}: error: {e}", file=sys.stderr)
         return 2
-    with world.abort_on_error("train_char.py"):  # MPI: an exception on one rank stops every rank
+    with world.abort_on_error(PROGRAM):  # MPI: an exception on one rank stops every rank
         try:
-            return run(args, world)
+            start(args, world)
+            return 0
         except UsageError as e:
-            where = f" (rank {world.rank} of {world.world_size})" if world.world_size > 1 else ""
-            print(f"train_char.py: error{where}: {e}", file=sys.stderr, flush=True)
-            if world.world_size > 1:
-                world.abort(2)  # NOTE: exiting alone could leave ranks without this error waiting in a collective
-            return 2
+            return world.usage_error(PROGRAM, e)
+        except NonFiniteLoss as e:  # raised on every rank at the same iteration
+            world.print(f"{PROGRAM}: error: {e}", file=sys.stderr)
+            world.barrier()  # MPI: rank 0 has printed before any rank exits
+            return 1
 
 
 if __name__ == "__main__":

@@ -9,15 +9,20 @@ the step of one process with batch N*B (the mean of N equal-sized batch means is
     world.broadcast_params(model)       # start from rank 0's weights
     loss.backward()
     world.allreduce_grads(params)       # g <- (1/N) sum over ranks of g, before clipping
+    world.print("...")                  # rank 0 alone prints
 
-mpi4py is imported here only, and only when an MPI launcher started this process: without one,
-every method is a no-op on rank 0 of 1, and nothing MPI-related is loaded.
+mpi4py is imported here only, and only when an MPI launcher started this process: without one, the
+World is rank 0 of 1, every collective is a no-op, and nothing MPI-related is loaded. What else differs
+under MPI (which rank reads, prints and draws the progress bar, Ctrl-C, stopping every rank on an error)
+is decided here too, so that a training script needs no `if world_size > 1`.
 """
 
 import contextlib
 import os
+import signal
 import sys
 import traceback
+import types
 
 import numpy as np
 
@@ -108,6 +113,69 @@ class World:
         """Wait until every rank has reached this line."""
         if self.comm is not None:
             self.comm.Barrier()
+
+    def main_first(self, fn, *args):
+        """fn(*args) on rank 0, then on the other ranks once rank 0 has returned (rank 0 downloads a missing
+        file, the others then read it); on every rank, what its own call returned."""
+        result = fn(*args) if self.is_main else None
+        self.barrier()
+        return result if self.is_main else fn(*args)
+
+    def print(self, *args, **kwargs):
+        """print() on rank 0 only, flushed (mpirun forwards each rank's output through a pipe)."""
+        if self.is_main:
+            print(*args, **kwargs, flush=True)
+
+    def print_batch_split(self, batch_size):
+        """Rank 0 says how a step's sequences come from the ranks (nothing in one process)."""
+        if self.comm is not None:
+            self.print(f"data-parallel over {self.world_size} MPI ranks: batch {batch_size} per rank, "
+                       f"{batch_size * self.world_size} sequences per step")
+
+    def progress_bar_options(self):
+        """tqdm's keyword arguments for a bar that rank 0 alone shows (disable=None: only on a terminal).
+        NOTE: Open MPI forwards a rank's stderr through a pipe (tqdm would hide the bar) and its stdout
+        through a pseudo-terminal of size 0 x 0 (tqdm would draw nothing): under MPI, stdout and a size."""
+        if self.comm is None:
+            return {"disable": None, "dynamic_ncols": True}
+        return {"disable": None if self.is_main else True, "file": sys.stdout, "ncols": 100, "nrows": 24}
+
+    @contextlib.contextmanager
+    def stop_on_ctrl_c(self):
+        """Yields a request whose .requested turns True at the first Ctrl-C (SIGINT) inside the block, for the
+        caller to finish its step and stop; a second Ctrl-C raises KeyboardInterrupt at once. Under MPI it
+        stays False: mpirun stops every rank on Ctrl-C (a rank that went on alone would wait forever in
+        the next collective)."""
+        request = types.SimpleNamespace(requested=False)
+        if self.comm is not None:
+            yield request
+            return
+
+        def handler(signum, frame):
+            if request.requested:
+                raise KeyboardInterrupt
+            request.requested = True
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield request
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def usage_error(self, program, message, code=2):
+        """Print `program: error: message` as one line (naming this rank under MPI). Returns code in one
+        process; under MPI it stops every rank with it instead.
+        NOTE: a rank exiting alone would leave the ranks without this error waiting in a collective."""
+        where = f" (rank {self.rank} of {self.world_size})" if self.comm is not None else ""
+        print(f"{program}: error{where}: {message}", file=sys.stderr, flush=True)
+        if self.comm is not None:
+            self.abort(code)
+        return code
+
+    def require_one_process(self, program, what):
+        """A usage error under MPI (see usage_error): `what` runs in one process."""
+        if self.comm is not None:
+            self.usage_error(program, f"{what} runs in one process: run it without mpirun")
 
     def abort(self, code):
         """Stop every rank of the job at once with exit code `code` (MPI_Abort); in one process, sys.exit."""

@@ -8,6 +8,7 @@ import csv
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -84,6 +85,29 @@ def test_single_process_world_is_a_no_op(monkeypatch):
     assert world.allreduce_mean(2.5) == 2.5 and world.gather("x") == ["x"]
     # one process keeps train_char.py's seeding: the same stream as default_rng(seed)
     assert world.rng(7).integers(0, 1000, 5).tolist() == np.random.default_rng(7).integers(0, 1000, 5).tolist()
+
+
+def test_single_process_world_prints_reads_and_reports_usage_errors_itself(capsys):
+    world = distributed.World()
+    assert world.main_first(lambda a, b: a + b, 1, 2) == 3
+    world.print("rank 0 says", 1)
+    world.print_batch_split(32)  # nothing to say in one process
+    world.require_one_process("prog", "--x")  # one process: allowed
+    assert world.usage_error("prog", "bad flag") == 2
+    out = capsys.readouterr()
+    assert out.out == "rank 0 says 1\n" and out.err == "prog: error: bad flag\n"
+    assert world.progress_bar_options() == {"disable": None, "dynamic_ncols": True}
+
+
+def test_stop_on_ctrl_c_asks_once_then_stops_at_once_and_restores_the_handler():
+    before = signal.getsignal(signal.SIGINT)
+    with distributed.World().stop_on_ctrl_c() as stop:
+        assert not stop.requested
+        signal.raise_signal(signal.SIGINT)
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_init_without_a_launcher_never_imports_mpi4py():
@@ -188,6 +212,15 @@ def test_usage_errors_exit_2_under_mpirun(corpus, tmp_path):
     assert code == 2 and "--batch-size must be positive" in err
     code, out, err, _ = mpirun([TRAIN, "--no-such-flag"], timeout=60)
     assert code == 2 and "unrecognized arguments: --no-such-flag" in err
+
+
+@needs_mpi
+def test_side_modes_run_in_one_process_only(corpus, tmp_path):
+    graph = tmp_path / "graph.dot"
+    code, out, err, _ = mpirun([TRAIN, "--data", corpus, "--out-dir", str(tmp_path / "o"), *SMALL,
+                                "--draw-graph", str(graph)], timeout=60)
+    assert code == 2 and "--draw-graph runs in one process: run it without mpirun" in err
+    assert not graph.exists()
 
 
 @needs_mpi

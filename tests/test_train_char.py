@@ -183,3 +183,35 @@ def test_draw_graph_writes_the_model_graph(corpus, tmp_path, capsys):
     assert code == 0, err
     dot = path.read_text()
     assert dot.startswith("digraph") and "transformer.h.0.attn.c_attn.weight" in dot and "cross_entropy" in dot
+
+
+def test_the_option_table_gives_every_flag_and_the_resume_lock():
+    """OPTIONS is the one table: each option is a flag with its help and default, and a --resume may change
+    exactly the options that are not locked."""
+    parser = train_char.build_parser()
+    saved = {option.name: option.default for option in train_char.OPTIONS}
+    for option in train_char.OPTIONS:
+        action = next(a for a in parser._actions if a.dest == option.name)
+        assert action.default is None and action.help == f"{option.help} (default: {option.default})"
+        if option.type is str:
+            other = "cuda" if option.choices else "elsewhere"
+        else:
+            other = 2 * (option.default or 1)  # top_k: None -> 2
+        if option.locked:
+            with pytest.raises(train_char.UsageError, match="differs from the checkpoint's"):
+                train_char.resolve_config({option.name: other}, dict(saved))
+        else:
+            assert train_char.resolve_config({option.name: other}, dict(saved))[option.name] == other
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"min_lr": -1.0, "temperature": 0.0}, "--temperature must be positive, got 0.0"),  # every > 0 before >= 0
+    ({"lr": -1.0, "n_embd": 10}, "--lr must be positive, got -1.0"),  # the values before the relations
+    ({"n_head": 0}, "--n-head must be positive, got 0"),  # not a division by zero in n_embd's check
+    ({"warmup_iters": 100, "lr_decay_iters": 100}, "--warmup-iters 100 must be below --lr-decay-iters 100"),
+    ({"top_k": 0}, "--top-k must be positive, got 0"),
+])
+def test_the_first_bad_value_is_the_one_named(given, message):
+    with pytest.raises(train_char.UsageError) as e:
+        train_char.resolve_config(given)
+    assert str(e.value) == message
