@@ -1,7 +1,7 @@
 """minigrad.nn: Module and the layers of a GPT, with PyTorch's and nanoGPT's names.
 
-A Module finds its parameters and submodules by looking at its attributes: a Tensor that requires
-grad is a parameter, a Module or a list of Modules is a submodule. Names are dotted attribute paths
+A Module finds its parameters and submodules by looking at its attributes: a Parameter (or any Tensor
+that requires grad) is a parameter, a Module or a list of Modules is a submodule. Names are dotted attribute paths
 (``transformer.h.0.attn.c_attn.weight``), so state dicts map one to one onto nanoGPT's.
 Layers draw their initial weights from ``rng`` (a NumPy Generator), or from minigrad's default
 generator (``mg.manual_seed``) when none is given.
@@ -15,19 +15,28 @@ from minigrad.creation import default_generator
 from minigrad.tensor import Tensor
 
 
+class Parameter(Tensor):
+    """A Tensor that is a module's weight: it requires grad unless frozen (requires_grad_(False)), and a
+    frozen one is still a parameter, so it stays in parameters() and in the state dict."""
+
+    __slots__ = ()
+
+    def __init__(self, data, requires_grad=True):
+        super().__init__(data, requires_grad=requires_grad)
+
+
 def _normal(rng, shape, std):
     """A float32 parameter drawn from N(0, std^2)."""
-    return Tensor((rng or default_generator()).normal(0.0, std, size=shape).astype(np.float32), requires_grad=True)
+    return Parameter((rng or default_generator()).normal(0.0, std, size=shape).astype(np.float32))
 
 
 def _uniform(rng, shape, bound):
     """A float32 parameter drawn from U(-bound, bound)."""
-    return Tensor((rng or default_generator()).uniform(-bound, bound, size=shape).astype(np.float32),
-                  requires_grad=True)
+    return Parameter((rng or default_generator()).uniform(-bound, bound, size=shape).astype(np.float32))
 
 
 def _constant(shape, value):
-    return Tensor(np.full(shape, value, dtype=np.float32), requires_grad=True)
+    return Parameter(np.full(shape, value, dtype=np.float32))
 
 
 class Module:
@@ -61,7 +70,7 @@ class Module:
     def _named_tensors(self, prefix=""):
         """Every (name, parameter) reachable, tied parameters once per name that holds them."""
         for name, value in vars(self).items():
-            if isinstance(value, Tensor) and value.requires_grad:
+            if isinstance(value, Parameter) or (isinstance(value, Tensor) and value.requires_grad):
                 yield prefix + name, value
         for name, child in self.named_children():
             yield from child._named_tensors(prefix + name + ".")

@@ -148,3 +148,23 @@ def test_matches_pytorch_twin():
     t_params = dict(twin.named_parameters())
     for name, p in model.named_parameters():
         np.testing.assert_allclose(p.grad, t_params[name].grad.numpy(), rtol=1e-8, atol=1e-12, err_msg=name)
+
+
+def test_a_frozen_parameter_stays_in_the_state_dict_and_is_not_trained():
+    """requires_grad_(False) freezes a weight: it gets no gradient and AdamW leaves it alone, but it is
+    still a parameter, so a checkpoint holds it and an unfrozen model's state dict loads into this one."""
+    model, reference = mg.GPT(TINY, seed=1), mg.GPT(TINY, seed=2)
+    frozen = model.transformer.h[0].mlp.c_fc.weight
+    frozen.requires_grad_(False)
+    assert model.state_dict().keys() == reference.state_dict().keys()
+    model.load_state_dict(reference.state_dict())
+    np.testing.assert_array_equal(frozen.data, reference.transformer.h[0].mlp.c_fc.weight.data)
+    before = frozen.data.copy()
+    opt = model.configure_optimizer(lr=1e-2, weight_decay=0.1)
+    idx = np.random.default_rng(0).integers(0, TINY.vocab_size, (2, TINY.block_size))
+    _, loss = model(idx, idx)
+    loss.backward()
+    opt.step()
+    assert frozen.grad is None
+    np.testing.assert_array_equal(frozen.data, before)
+    assert model.transformer.h[0].mlp.c_proj.weight.grad is not None
