@@ -3,7 +3,8 @@ side in one process, on the seed model's shapes, and prints a table of milliseco
 
     python bench/bench_kernels.py [--dtype float32|float64] [--threads N] [--repeat 7]
 
-Shapes: B=64, NH=4, T=128, hs=16, C=64 = NH*hs, N=B*T rows, V=65; GELU on the MLP's (B, T, 4C);
+Shapes: B=64, NH=4, T=128, hs=16, C=64 = NH*hs, N=B*T rows, V=65; GELU on the MLP's (B, T, 4C); the
+embedding's backward on the token embedding's (B, T, C) gradient;
 AdamW and the global norm over the parameters of the 4-layer, ~212k-parameter seed GPT.
 Each time is the median over --repeat runs, each run calling the kernel enough times to last >= 20 ms.
 """
@@ -49,8 +50,9 @@ def cases(dtype, rng):
     _, mean, rstd = ref.layernorm_forward(x, w, b, 1e-5)
     h, dh = randn(B, T, 4 * C), randn(B, T, 4 * C)
     q, k, v, dy = randn(B, NH, T, hs), randn(B, NH, T, hs), randn(B, NH, T, hs), randn(B, NH, T, hs)
-    saved = {ref: ref.attention_forward(q, k, v, True)[1], dispatch._C: dispatch._C.attention_forward(q, k, v, True)[1]}
+    lse = {m: m.attention_forward(q, k, v, True)[1] for m in (ref, dispatch._C)}
     logits, targets = randn(N, V), rng.integers(0, V, N)
+    dtok, ids = randn(B, T, C), rng.integers(0, V, (B, T))
     _, cprobs = ref.crossentropy_forward(logits, targets)
     shapes = seed_gpt_param_shapes()
     params, grads = [randn(*s) for s in shapes], [randn(*s) for s in shapes]
@@ -65,9 +67,11 @@ def cases(dtype, rng):
         both(f"gelu_forward        ({B},{T},{4 * C})", lambda m: m.gelu_forward(h)),
         both(f"gelu_backward       ({B},{T},{4 * C})", lambda m: m.gelu_backward(dh, h)),
         both(f"attention_forward   ({B},{NH},{T},{hs}) causal", lambda m: m.attention_forward(q, k, v, True)),
-        both(f"attention_backward  ({B},{NH},{T},{hs}) causal", lambda m: m.attention_backward(dy, q, k, v, saved[m], True)),
+        both(f"attention_backward  ({B},{NH},{T},{hs}) causal",
+             lambda m: m.attention_backward(dy, q, k, v, lse[m], True)),
         both(f"crossentropy_forward  ({N},{V})", lambda m: m.crossentropy_forward(logits, targets)),
         both(f"crossentropy_backward ({N},{V})", lambda m: m.crossentropy_backward(1.0, cprobs, targets)),
+        both(f"embedding_backward  ({B},{T},{C}) into {V} rows", lambda m: m.embedding_backward(dtok, ids, V)),
         both(f"adamw_update  {sum(int(np.prod(s)) for s in shapes)} params",
              lambda m: m.adamw_update(params, grads, ms, vs, 1e-3, 0.9, 0.95, 1e-8, 0.1, 1)),
         both(f"global_norm   {len(shapes)} arrays", lambda m: m.global_norm(grads)),

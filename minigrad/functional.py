@@ -3,14 +3,15 @@
 Two kinds live here:
 - composites of the primitive ops (softmax, log_softmax), whose backward the engine derives from
   the primitives';
-- Functions of their own: linear (so each product is one GEMM), embedding, and the fused
-  cross_entropy, layer_norm, gelu, scaled_dot_product_attention and self_attention, one graph node
-  each, whose forward and backward call ``dispatch.kernels_for(x)``: the C++ kernels on the CPU when
-  they are built, else the reference in ``minigrad.kernels``.
+- Functions of their own: linear (so each product is one GEMM), and the fused embedding (its
+  backward), cross_entropy, layer_norm, gelu, scaled_dot_product_attention and self_attention, one
+  graph node each, whose forward and backward call ``dispatch.kernels_for(x)``: the C++ kernels on
+  the CPU when they are built, else the reference in ``minigrad.kernels``.
 """
 
-from minigrad.backend import add_at, get_array_module
+from minigrad.backend import get_array_module
 from minigrad.dispatch import kernels_for
+from minigrad.kernels import check_indices
 from minigrad.ops import cat, masked_fill, split, transpose, where  # noqa: F401  (re-exported)
 from minigrad.tensor import Function, Tensor, register
 
@@ -104,16 +105,16 @@ class Embedding(Function):
 
     def forward(self, idx, weight):
         xp = get_array_module(weight)
-        self.idx = xp.asarray(idx)
-        if self.idx.dtype.kind not in "iu":
-            raise TypeError(f"embedding: ids must be integers, got dtype {self.idx.dtype}")
+        idx = xp.asarray(idx)
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"embedding: ids must be integers, got dtype {idx.dtype}")
         self.num_embeddings = weight.shape[0]
+        check_indices(idx, self.num_embeddings, "embedding", "idx")  # a negative id must not wrap around
+        self.idx = xp.ascontiguousarray(idx, dtype=xp.int64).reshape(idx.shape)  # (a 0-d idx stays 0-d)
         return weight[self.idx]
 
     def backward(self, dout):
-        dweight = get_array_module(dout).zeros((self.num_embeddings, dout.shape[-1]), dout.dtype)
-        add_at(dweight, self.idx, dout)
-        return None, dweight
+        return None, kernels_for(dout).embedding_backward(_contiguous(dout), self.idx, self.num_embeddings)
 
 
 def embedding(idx, weight):
@@ -133,8 +134,6 @@ class CrossEntropy(Function):
             raise ValueError(f"cross_entropy: targets of shape {targets.shape} do not match logits {logits.shape}")
         if targets.dtype.kind not in "iu":
             raise TypeError(f"cross_entropy: targets must be integers, got dtype {targets.dtype}")
-        if targets.size and (int(targets.min()) < 0 or int(targets.max()) >= V):
-            raise ValueError(f"cross_entropy: targets must lie in [0, {V}), got values outside it")
         self.kernels = kernels_for(logits)
         self.shape = logits.shape
         self.targets = xp.ascontiguousarray(targets.reshape(-1), dtype=xp.int64)
@@ -176,29 +175,20 @@ def layer_norm(x, weight, bias=None, eps=1e-5):
 
 @register("gelu", method=False)
 class GELU(Function):
-    """0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))), z = x + bias (or x): GPT-2's tanh approximation.
+    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), GPT-2's tanh approximation; dx = dout gelu'(x)."""
 
-    The optional bias (C,) of x (..., C) is added inside the kernel's one pass, so a Linear without its
-    bias and then gelu(., bias) cost one pass over the activations fewer than gelu(linear(.)):
-    dx = dout gelu'(z), dbias = dx summed over the rows.
-    """
-
-    def forward(self, x, bias):
-        if bias is not None and (x.ndim == 0 or bias.shape != x.shape[-1:]):
-            raise ValueError(f"gelu: bias must have shape ({x.shape[-1] if x.ndim else 'C'},) for x of shape "
-                             f"{x.shape}, got {bias.shape}")
+    def forward(self, x):
         self.kernels = kernels_for(x)
-        self.x, self.bias = _contiguous(x), None if bias is None else _contiguous(bias)
-        return self.kernels.gelu_forward(self.x, self.bias)
+        self.x = _contiguous(x)
+        return self.kernels.gelu_forward(self.x)
 
     def backward(self, dout):
-        dx = self.kernels.gelu_backward(_contiguous(dout), self.x, self.bias)
-        return dx, _sum_over_rows(dx) if self.bias is not None and self.needs_input_grad[1] else None
+        return self.kernels.gelu_backward(_contiguous(dout), self.x)
 
 
-def gelu(x, bias=None):
-    """tanh-approximated GELU of x, or of x + bias (bias (C,) for x (..., C)), one pass either way."""
-    return GELU.apply(x, bias)
+def gelu(x):
+    """tanh-approximated GELU of x, elementwise."""
+    return GELU.apply(x)
 
 
 @register("scaled_dot_product_attention", method=False)
@@ -211,14 +201,13 @@ class ScaledDotProductAttention(Function):
         self.kernels = kernels_for(q)
         self.q, self.k, self.v = (_contiguous(a) for a in (q, k, v))
         self.is_causal = is_causal
-        # saved: what this implementation's backward needs besides q, k, v: the probabilities (B, NH, T, T)
-        # for the reference and CUDA; for the C++ kernels only each score row's max and 1/sum (B, NH, T, 2),
-        # from which it rebuilds the probabilities row by row (T times less memory)
-        out, self.saved = self.kernels.attention_forward(self.q, self.k, self.v, is_causal)
+        # lse (B, NH, T): each score row's log-sum-exp, from which the backward rebuilds the probabilities
+        # (T times less memory kept than the (B, NH, T, T) probabilities themselves)
+        out, self.lse = self.kernels.attention_forward(self.q, self.k, self.v, is_causal)
         return out
 
     def backward(self, dout):
-        return self.kernels.attention_backward(_contiguous(dout), self.q, self.k, self.v, self.saved, self.is_causal)
+        return self.kernels.attention_backward(_contiguous(dout), self.q, self.k, self.v, self.lse, self.is_causal)
 
 
 def scaled_dot_product_attention(q, k, v, is_causal=True):
@@ -233,29 +222,21 @@ class SelfAttention(Function):
     has the heads side by side again. The same as splitting the heads, scaled_dot_product_attention
     and merging them, without the copies in between: the kernels read and write each head where it lies."""
 
-    def forward(self, qkv, bias, *, n_head, is_causal=True):
+    def forward(self, qkv, *, n_head, is_causal=True):
         if not isinstance(n_head, int) or n_head < 1:
             raise ValueError(f"self_attention: n_head must be a positive integer, got {n_head!r}")
         if qkv.ndim != 3 or qkv.shape[-1] % 3 or (qkv.shape[-1] // 3) % n_head:
             raise ValueError(f"self_attention: qkv must be (B, T, 3C) with C divisible by n_head={n_head}, "
                              f"got shape {qkv.shape}")
-        if bias is not None and bias.shape != qkv.shape[-1:]:
-            raise ValueError(f"self_attention: bias must have shape ({qkv.shape[-1]},), got {bias.shape}")
         self.kernels = kernels_for(qkv)
         self.qkv, self.n_head, self.is_causal = _contiguous(qkv), n_head, is_causal
-        self.bias = None if bias is None else _contiguous(bias)
-        # saved: as for scaled_dot_product_attention, the probabilities or each score row's max and 1/sum
-        out, self.saved = self.kernels.self_attention_forward(self.qkv, n_head, is_causal, self.bias)
+        out, self.lse = self.kernels.self_attention_forward(self.qkv, n_head, is_causal)  # lse (B, NH, T), as above
         return out
 
     def backward(self, dout):
-        dqkv = self.kernels.self_attention_backward(_contiguous(dout), self.qkv, self.saved, self.n_head,
-                                                    self.is_causal, self.bias)
-        return dqkv, _sum_over_rows(dqkv) if self.bias is not None and self.needs_input_grad[1] else None
+        return self.kernels.self_attention_backward(_contiguous(dout), self.qkv, self.lse, self.n_head, self.is_causal)
 
 
-def self_attention(qkv, n_head, is_causal=True, bias=None):
-    """Attention of every head of qkv (B, T, 3C) = [q | k | v] over itself -> (B, T, C), heads side by side.
-    bias (3C,): the fused projection's bias, added to q, k and v as the kernel reads them (one pass fewer
-    than adding it to qkv first)."""
-    return SelfAttention.apply(qkv, bias, n_head=n_head, is_causal=is_causal)
+def self_attention(qkv, n_head, is_causal=True):
+    """Attention of every head of qkv (B, T, 3C) = [q | k | v] over itself -> (B, T, C), heads side by side."""
+    return SelfAttention.apply(qkv, n_head=n_head, is_causal=is_causal)

@@ -2,15 +2,16 @@
 
 The contract (llm.c's): ``<layer>_forward(...) -> (out, *saved)`` and
 ``<layer>_backward(dout, *saved...) -> gradients``, on raw arrays. The C++ module ``_C`` and the
-CUDA module implement the same names with the same signatures; ``backend.kernels_for(x)`` picks
-one, and ``tests/test_kernels.py`` holds each implementation to this one.
+CUDA module ``_C_cuda`` implement the same names with the same signatures, save the same things and
+refuse the same bad indices with the same ValueError; ``dispatch.kernels_for(x)`` picks one, and
+``tests/test_kernels.py`` holds each implementation to this one.
 
 Dimensions: B batch, T time, C channels, V vocabulary, NH heads, hs head size, N = B*T rows.
 """
 
 import math
 
-from minigrad.backend import get_array_module
+from minigrad.backend import add_at, get_array_module
 
 GELU_SCALE = math.sqrt(2.0 / math.pi)
 
@@ -53,80 +54,91 @@ def layernorm_backward(dout, x, weight, mean, rstd):
 # --- GELU (tanh approximation, GPT-2's) ---------------------------------------------------------
 
 
-def gelu_forward(x, bias=None):
-    """y = 0.5 z (1 + tanh(s (z + 0.044715 z^3))), s = sqrt(2/pi), z = x + bias (or x).
-    x (...) -> out (...); a bias (C,) needs x (..., C)."""
+def gelu_forward(x):
+    """y = 0.5 x (1 + tanh(s (x + 0.044715 x^3))), s = sqrt(2/pi).  x (...) -> out (...)"""
     xp = get_array_module(x)
-    z = x if bias is None else x + bias
-    return 0.5 * z * (1.0 + xp.tanh(GELU_SCALE * (z + 0.044715 * z * z * z)))
+    return 0.5 * x * (1.0 + xp.tanh(GELU_SCALE * (x + 0.044715 * x * x * x)))
 
 
-def gelu_backward(dout, x, bias=None):
-    """dx = dout dy/dz, dy/dz = 0.5 (1 + t) + 0.5 z (1 - t^2) s (1 + 3*0.044715 z^2), t = tanh(s (z + 0.044715 z^3))."""
+def gelu_backward(dout, x):
+    """dx = dout dy/dx, dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) s (1 + 3*0.044715 x^2), t = tanh(s (x + 0.044715 x^3))."""
     xp = get_array_module(x)
-    z = x if bias is None else x + bias
-    t = xp.tanh(GELU_SCALE * (z + 0.044715 * z * z * z))
-    local = 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * GELU_SCALE * (1.0 + 3.0 * 0.044715 * z * z)
+    t = xp.tanh(GELU_SCALE * (x + 0.044715 * x * x * x))
+    local = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_SCALE * (1.0 + 3.0 * 0.044715 * x * x)
     return dout * local
 
 
 # --- causal self-attention ----------------------------------------------------------------------
 
 
-def attention_forward(q, k, v, is_causal):
-    """y = softmax(q k^T / sqrt(hs) + mask) v, the mask -inf where a query would see a later key.
-
-    q, k, v (B, NH, T, hs) -> out (B, NH, T, hs), probs (B, NH, T, T)
-    """
+def _scores(q, k, is_causal):
+    """S = q k^T / sqrt(hs), -inf where a query would see a later key when causal.  -> (B, NH, T, T)"""
     xp = get_array_module(q)
     T, hs = q.shape[-2], q.shape[-1]
-    scores = (q @ k.swapaxes(-1, -2)) * (1.0 / math.sqrt(hs))  # (B, NH, T, T)
+    scores = (q @ k.swapaxes(-1, -2)) * (1.0 / math.sqrt(hs))
     if is_causal:
         future = xp.triu(xp.ones((T, T), dtype=bool), k=1)  # (T, T), True above the diagonal
         scores[..., future] = -xp.inf
-    # NOTE: subtract the row max before exp, or exp overflows for large scores.
-    scores -= scores.max(axis=-1, keepdims=True)
-    probs = xp.exp(scores)
-    probs /= probs.sum(axis=-1, keepdims=True)
-    return probs @ v, probs
+    return scores
 
 
-def attention_backward(dout, q, k, v, probs, is_causal=True):
-    """With P = probs and S the scaled scores: dv = P^T dout, dP = dout v^T,
-    dS = P * (dP - rowsum(dP * P)), dq = dS k / sqrt(hs), dk = dS^T q / sqrt(hs).
+def attention_forward(q, k, v, is_causal):
+    """y = P v with P = softmax(S), S = q k^T / sqrt(hs) (+ the causal mask); and lse, each score row's
+    log-sum-exp, lse_i = log sum_j exp(S_ij) over the keys row i sees: all the backward keeps of P.
 
-    dout, q, k, v (B, NH, T, hs), probs (B, NH, T, T) -> dq, dk, dv (B, NH, T, hs).
-    is_causal is not needed here (the zeros of probs carry the mask); the C++ kernel, which keeps
-    only each row's log-sum-exp instead of probs, needs it.
+    q, k, v (B, NH, T, hs) -> out (B, NH, T, hs), lse (B, NH, T)
     """
+    xp = get_array_module(q)
+    scores = _scores(q, k, is_causal)  # (B, NH, T, T)
+    # NOTE: subtract the row max before exp, or exp overflows for large scores.
+    row_max = scores.max(axis=-1, keepdims=True)  # (B, NH, T, 1)
+    scores -= row_max
+    probs = xp.exp(scores)
+    row_sum = probs.sum(axis=-1, keepdims=True)
+    probs /= row_sum
+    return probs @ v, (row_max + xp.log(row_sum))[..., 0]
+
+
+def attention_backward(dout, q, k, v, lse, is_causal):
+    """With P = exp(S - lse) rebuilt from q, k and the forward's lse (no (T, T) array is kept between
+    forward and backward: flash attention's trade): dv = P^T dout, dP = dout v^T,
+    dS = P * (dP - delta), delta = rowsum(dP * P) / rowsum(P), dq = dS k / sqrt(hs), dk = dS^T q / sqrt(hs).
+
+    dout, q, k, v (B, NH, T, hs), lse (B, NH, T) -> dq, dk, dv (B, NH, T, hs)
+    """
+    xp = get_array_module(q)
     scale = 1.0 / math.sqrt(q.shape[-1])
+    # S - lse <= 0 (lse is at least the row max): this exp cannot overflow; the mask's -inf gives 0
+    probs = xp.exp(_scores(q, k, is_causal) - lse[..., None])  # (B, NH, T, T)
     dv = probs.swapaxes(-1, -2) @ dout
     dprobs = dout @ v.swapaxes(-1, -2)  # (B, NH, T, T)
-    dscores = probs * (dprobs - (dprobs * probs).sum(axis=-1, keepdims=True))
+    # NOTE: rowsum(P) = 1 only up to the rounding of lse, |lse| * 1e-16 (1e-13 for scores in the thousands),
+    # and dP - delta cancels: dividing by rowsum(P) keeps that error relative instead of amplified.
+    delta = (dprobs * probs).sum(axis=-1, keepdims=True) / probs.sum(axis=-1, keepdims=True)  # (B, NH, T, 1)
+    dscores = probs * (dprobs - delta)
     dq = (dscores @ k) * scale
     dk = (dscores.swapaxes(-1, -2) @ q) * scale
     return dq, dk, dv
 
 
-def self_attention_forward(qkv, n_head, is_causal, bias=None):
+def self_attention_forward(qkv, n_head, is_causal):
     """attention_forward on the heads of one fused projection, as c_attn makes it: qkv (B, T, 3C) holds
-    q, k and v side by side, each n_head heads of hs = C / n_head side by side; the projection's bias
-    (3C,), when given, is added to qkv first.
+    q, k and v side by side, each n_head heads of hs = C / n_head side by side.
 
-    qkv (B, T, 3C) -> out (B, T, C) with the heads side by side again, probs (B, NH, T, T)
+    qkv (B, T, 3C) -> out (B, T, C) with the heads side by side again, lse (B, NH, T)
     """
-    q, k, v = _split_heads(qkv if bias is None else qkv + bias, 3, n_head)
-    out, probs = attention_forward(q, k, v, is_causal)
-    return _merge_heads(out), probs
+    q, k, v = _split_heads(qkv, 3, n_head)
+    out, lse = attention_forward(q, k, v, is_causal)
+    return _merge_heads(out), lse
 
 
-def self_attention_backward(dout, qkv, probs, n_head, is_causal=True, bias=None):
-    """attention_backward on those heads.  dout (B, T, C) -> dqkv (B, T, 3C), dq, dk and dv side by side
-    (the bias's gradient too, before the sum over rows)."""
+def self_attention_backward(dout, qkv, lse, n_head, is_causal):
+    """attention_backward on those heads.  dout (B, T, C), lse (B, NH, T) -> dqkv (B, T, 3C): dq, dk and dv
+    side by side."""
     xp = get_array_module(qkv)
-    q, k, v = _split_heads(qkv if bias is None else qkv + bias, 3, n_head)
+    q, k, v = _split_heads(qkv, 3, n_head)
     (dout_heads,) = _split_heads(dout, 1, n_head)
-    grads = attention_backward(dout_heads, q, k, v, probs, is_causal)
+    grads = attention_backward(dout_heads, q, k, v, lse, is_causal)
     return xp.concatenate([_merge_heads(g) for g in grads], axis=-1)
 
 
@@ -143,6 +155,18 @@ def _merge_heads(x):
     return x.transpose(0, 2, 1, 3).reshape(B, T, NH * hs)
 
 
+# --- indices: cross-entropy's targets, the embedding's ids --------------------------------------
+
+
+def check_indices(ids, n, fn, name):
+    """A one-line ValueError naming the first entry of ids (in C order) outside [0, n).
+    NOTE: checked explicitly: NumPy's fancy indexing would silently wrap a negative index."""
+    outside = ((ids < 0) | (ids >= n)).reshape(-1)
+    if outside.any():
+        i = int(outside.argmax())
+        raise ValueError(f"{fn}: {name}[{i}] = {int(ids.reshape(-1)[i])} is outside [0, {n})")
+
+
 # --- softmax + cross-entropy --------------------------------------------------------------------
 
 
@@ -152,7 +176,8 @@ def crossentropy_forward(logits, targets):
     logits (N, V), targets (N,) integers in [0, V) -> loss () , probs (N, V)
     """
     xp = get_array_module(logits)
-    N = logits.shape[0]
+    N, V = logits.shape
+    check_indices(targets, V, "crossentropy_forward", "targets")
     # NOTE: the log-sum-exp trick: shift each row by its max so exp never overflows.
     shifted = logits - logits.max(axis=-1, keepdims=True)
     sumexp = xp.exp(shifted).sum(axis=-1, keepdims=True)  # (N, 1)
@@ -164,11 +189,27 @@ def crossentropy_forward(logits, targets):
 def crossentropy_backward(dloss, probs, targets):
     """dlogits = dloss * (probs - onehot(targets)) / N.  -> dlogits (N, V)"""
     xp = get_array_module(probs)
-    N = probs.shape[0]
+    N, V = probs.shape
+    check_indices(targets, V, "crossentropy_backward", "targets")
     dlogits = probs.copy()
     dlogits[xp.arange(N), targets] -= 1.0
     dlogits *= dloss / N
     return dlogits
+
+
+# --- embedding ----------------------------------------------------------------------------------
+
+
+def embedding_backward(dout, ids, num_embeddings):
+    """dweight[v] = sum of dout[p] over the positions p whose id is v (an id used twice gets both).
+
+    dout (..., C), ids (...) integers in [0, num_embeddings) -> dweight (num_embeddings, C)
+    """
+    xp = get_array_module(dout)
+    check_indices(ids, num_embeddings, "embedding_backward", "ids")
+    dweight = xp.zeros((num_embeddings, dout.shape[-1]), dout.dtype)
+    add_at(dweight, ids, dout)
+    return dweight
 
 
 # --- the optimizer ------------------------------------------------------------------------------

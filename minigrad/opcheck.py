@@ -163,7 +163,7 @@ CASES = {
     ],
     "gelu": [
         ("elementwise", F.gelu, lambda r: [param(r, 3, 7)]),
-        ("with bias", lambda x, b: F.gelu(x, bias=b), lambda r: [param(r, 2, 3, 5), param(r, 5)]),
+        ("0-d", F.gelu, lambda r: [param(r)]),
     ],
     "scaled_dot_product_attention": [
         ("causal", _causal_attention, lambda r: [param(r, 2, 2, 5, 3) for _ in range(3)]),
@@ -175,12 +175,14 @@ CASES = {
     "embedding": [
         ("repeated ids", lambda w: F.embedding(np.array([[1, 1, 0], [2, 1, 1]]), w), lambda r: [param(r, 3, 4)]),
         ("one id, 0-d", lambda w: F.embedding(np.array(2), w), lambda r: [param(r, 3, 2)]),
+        ("unused rows, int32 ids", lambda w: F.embedding(np.array([4, 0, 4], np.int32), w), lambda r: [param(r, 6, 3)]),
+        ("table used twice", lambda w: F.embedding(np.array([1, 2]), w) * F.embedding(np.array([2, 2]), w),
+         lambda r: [param(r, 3, 2)]),
     ],
     "self_attention": [
         ("causal, 2 heads", lambda qkv: F.self_attention(qkv, 2), lambda r: [param(r, 2, 5, 12)]),
         ("not causal, 3 heads", lambda qkv: F.self_attention(qkv, 3, is_causal=False), lambda r: [param(r, 1, 4, 9)]),
         ("T = 1, one head", lambda qkv: F.self_attention(qkv, 1), lambda r: [param(r, 2, 1, 6)]),
-        ("with bias", lambda qkv, b: F.self_attention(qkv, 2, bias=b), lambda r: [param(r, 2, 5, 12), param(r, 12)]),
     ],
 }
 

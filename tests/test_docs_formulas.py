@@ -232,19 +232,6 @@ def test_gelu_derivative(rng):
     close(library_vjp(F.gelu, [x], dy)[0], dx)
 
 
-def test_gelu_with_bias_derivative(rng):
-    """gelu(x + b): x-bar is gelu'(z) y-bar at z = x + b, and b-bar its sum over the rows."""
-    x, b, dy = rng.standard_normal((4, 7)) * 2, rng.standard_normal(7), rng.standard_normal((4, 7))
-    s = math.sqrt(2 / math.pi)
-    z = x + b
-    t = np.tanh(s * (z + 0.044715 * z**3))
-    dx = dy * (0.5 * (1 + t) + 0.5 * z * (1 - t**2) * s * (1 + 3 * 0.044715 * z**2))
-    close(dx.sum(axis=0), numeric_vjp(lambda b: np_gelu(x + b), b, dy))
-    ours_dx, ours_db = library_vjp(lambda x, b: F.gelu(x, bias=b), [x, b], dy)
-    close(ours_dx, dx)
-    close(ours_db, dx.sum(axis=0))
-
-
 def np_attention(q, k, v):
     T, d = q.shape[-2:]
     S = q @ k.swapaxes(-1, -2) / math.sqrt(d) + np.where(np.triu(np.ones((T, T), bool), 1), -np.inf, 0.0)
@@ -309,15 +296,24 @@ def test_attention_chain_is_the_nine_ops_the_page_lists(rng):
 
 
 def test_reference_kernels_are_the_documented_formulas(rng):
-    q, k, v, dO = (rng.standard_normal((1, 2, 4, 3)) for _ in range(4))
-    out, probs = kernels.attention_forward(q, k, v, True)
+    """lse = log sum_j exp(S_ij), P = exp(S - lse) is the softmax, delta is the textbook rowsum(dP * P),
+    and the gradients are the page's formulas."""
+    T, d = 4, 3
+    q, k, v, dO = (rng.standard_normal((1, 2, T, d)) for _ in range(4))
+    out, lse = kernels.attention_forward(q, k, v, True)
     close(out, np_attention(q, k, v))
-    dq, dk, dv = kernels.attention_backward(dO, q, k, v, probs)
+    S = q @ k.swapaxes(-1, -2) / math.sqrt(d) + np.where(np.triu(np.ones((T, T), bool), 1), -np.inf, 0.0)
+    close(lse, np.log(np.exp(S).sum(axis=-1)))
+    P = np.exp(S - lse[..., None])
+    close(P, np_softmax(S))
+    dq, dk, dv = kernels.attention_backward(dO, q, k, v, lse, True)
     dP = dO @ v.swapaxes(-1, -2)
-    dS = probs * (dP - (dP * probs).sum(axis=-1, keepdims=True))
-    close(dq, dS @ k / math.sqrt(3))
-    close(dk, dS.swapaxes(-1, -2) @ q / math.sqrt(3))
-    close(dv, probs.swapaxes(-1, -2) @ dO)
+    delta = (dP * P).sum(axis=-1, keepdims=True) / P.sum(axis=-1, keepdims=True)
+    close(delta, (dP * P).sum(axis=-1, keepdims=True))  # the division changes only the rounding
+    dS = P * (dP - delta)
+    close(dq, dS @ k / math.sqrt(d))
+    close(dk, dS.swapaxes(-1, -2) @ q / math.sqrt(d))
+    close(dv, P.swapaxes(-1, -2) @ dO)
 
 
 # --- docs/optimizers.md ------------------------------------------------------------------------

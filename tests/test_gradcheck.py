@@ -14,7 +14,7 @@ def test_every_registered_op_has_a_gradcheck_case():
 
 
 # The functionals whose forward and backward run a fused kernel: checked on each CPU backend.
-FUSED = {"cross_entropy", "layer_norm", "gelu", "scaled_dot_product_attention", "self_attention"}
+FUSED = {"cross_entropy", "layer_norm", "gelu", "scaled_dot_product_attention", "self_attention", "embedding"}
 
 
 def _cases_on_backends():

@@ -28,23 +28,13 @@ constexpr int64_t kRows = 8;
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// A head's T rows of hs numbers, row r at src + r * ld -> (rows_p, hsp) rows, (x + bias) * scale, zero-padded;
-// bias (hs,) or null.
+// A head's T rows of hs numbers, row r at src + r * ld -> (rows_p, hsp) rows, times scale, zero-padded.
 template <class T>
 static void pad_rows(T* __restrict dst, const T* __restrict src, int64_t ld, int64_t T_, int64_t rows_p, int64_t hs,
-                     int64_t hsp, T scale, const T* __restrict bias = nullptr) {
+                     int64_t hsp, T scale) {
     std::fill(dst, dst + rows_p * hsp, T(0));
     for (int64_t r = 0; r < T_; ++r)
-        if (bias)
-            for (int64_t d = 0; d < hs; ++d) dst[r * hsp + d] = (src[r * ld + d] + bias[d]) * scale;
-        else
-            for (int64_t d = 0; d < hs; ++d) dst[r * hsp + d] = src[r * ld + d] * scale;
-}
-
-// Head h's part of a bias (hs numbers at h * hs), or null for none.
-template <class T>
-inline const T* head_bias(const T* bias, int64_t h, int64_t NH, int64_t hs) {
-    return bias ? bias + (h % NH) * hs : nullptr;
+        for (int64_t d = 0; d < hs; ++d) dst[r * hsp + d] = src[r * ld + d] * scale;
 }
 
 // rows[i][l] -> rows[l][i] for a W x W block held in W vectors. Each step swaps the off-diagonal
@@ -209,36 +199,41 @@ MINIGRAD_INLINE static T exp_row(T* s, int64_t n, T m) {
     return S::sum(sum);
 }
 
-// One row of the softmax's backward, for j < jend (a multiple of W): p[j] = exp(s[j] - m) * inv
-// rebuilds P from the scores in place, and dp (dP) becomes dS = P (dP - sum_j dP P); both are 0 from n
-// on (dP is zeroed there before it is used, so a NaN in the future cannot reach the sums).
+// One row of the softmax's backward, for j < jend (a multiple of W): p[j] = exp(s[j] - lse) rebuilds P
+// from the scores in place, and dp (dP) becomes dS = P (dP - delta), delta = sum_j dP P / sum_j P; both
+// are 0 from n on (dP is zeroed there before it is used, so a NaN in the future cannot reach the sums).
 template <class T>
-MINIGRAD_INLINE static void softmax_backward_row(T* __restrict p, T* __restrict dp, int64_t n, int64_t jend, T m,
-                                                 T inv) {
+MINIGRAD_INLINE static void softmax_backward_row(T* __restrict p, T* __restrict dp, int64_t n, int64_t jend, T lse) {
     using S = Simd<T>;
     const int64_t n_vec = round_up(n, S::width);
-    for (int64_t j0 = 0; j0 < n_vec; j0 += S::width) S::store(p + j0, S::exp(S::load(p + j0) - m) * inv);
+    // s - lse <= 0 (lse is at least the row's max): this exp cannot overflow
+    for (int64_t j0 = 0; j0 < n_vec; j0 += S::width) S::store(p + j0, S::exp(S::load(p + j0) - lse));
     std::fill(p + n, p + jend, T(0));
     std::fill(dp + n, dp + jend, T(0));
-    typename S::Vec dot = {};
-    for (int64_t j0 = 0; j0 < n_vec; j0 += S::width) dot += S::load(dp + j0) * S::load(p + j0);
-    const T d = S::sum(dot);
-    for (int64_t j0 = 0; j0 < n_vec; j0 += S::width) S::store(dp + j0, S::load(p + j0) * (S::load(dp + j0) - d));
+    typename S::Vec dot = {}, total = {};
+    for (int64_t j0 = 0; j0 < n_vec; j0 += S::width) {
+        dot += S::load(dp + j0) * S::load(p + j0);
+        total += S::load(p + j0);
+    }
+    // NOTE: sum_j P is 1 only up to the rounding of lse, and dP - delta cancels: dividing by the sum
+    // keeps that rounding a relative error of dS instead of an amplified one.
+    const T delta = S::sum(dot) / S::sum(total);
+    for (int64_t j0 = 0; j0 < n_vec; j0 += S::width) S::store(dp + j0, S::load(p + j0) * (S::load(dp + j0) - delta));
 }
 
 template <class T>
-MINIGRAD_SIMD_CLONES static void forward_heads(T* out, T* stats, const T* q, const T* k, const T* v, int64_t begin,
+MINIGRAD_SIMD_CLONES static void forward_heads(T* out, T* lse, const T* q, const T* k, const T* v, int64_t begin,
                                                int64_t end, int64_t NH, int64_t T_, int64_t hs, HeadLayout in,
-                                               HeadLayout out_layout, bool is_causal, QKVBias<T> bias) {
+                                               HeadLayout out_layout, bool is_causal) {
     HeadScratch<T> w(T_, hs);
     const int64_t hsp = w.hsp, Tp = w.Tp;
     const T scale = T(1) / std::sqrt(T(hs));
     for (int64_t h = begin; h < end; ++h) {
         const int64_t off = in.offset(h, NH), out_off = out_layout.offset(h, NH);
-        pad_rows(w.qs.data(), q + off, in.row, T_, w.rows_p, hs, hsp, scale, head_bias(bias.q, h, NH, hs));
-        pad_rows(w.kp.data(), k + off, in.row, T_, w.rows_p, hs, hsp, T(1), head_bias(bias.k, h, NH, hs));
+        pad_rows(w.qs.data(), q + off, in.row, T_, w.rows_p, hs, hsp, scale);
+        pad_rows(w.kp.data(), k + off, in.row, T_, w.rows_p, hs, hsp, T(1));
         transpose_rows(w.kT.data(), w.kp.data(), hsp, Tp);
-        pad_rows(w.vp.data(), v + off, in.row, T_, w.rows_p, hs, hsp, T(1), head_bias(bias.v, h, NH, hs));
+        pad_rows(w.vp.data(), v + off, in.row, T_, w.rows_p, hs, hsp, T(1));
         for (int64_t i0 = 0; i0 < T_; i0 += kRows) {
             int64_t len[kRows];
             block_lengths(len, i0, T_, is_causal);
@@ -251,10 +246,10 @@ MINIGRAD_SIMD_CLONES static void forward_heads(T* out, T* stats, const T* q, con
                 const T m = row_max(pr, len[r]);
                 // e_j = exp(S[i, j] - m) in place and summed in the same pass; P = e / sum is applied to
                 // the output row instead (one multiply per channel, not per key)
-                inv[r] = T(1) / exp_row(pr, len[r], m);
-                // all the backward keeps of this row: with them it rebuilds P[i, :] from the same scores
-                stats[(h * T_ + i0 + r) * 2] = m;
-                stats[(h * T_ + i0 + r) * 2 + 1] = inv[r];
+                const T sum = exp_row(pr, len[r], m);
+                inv[r] = T(1) / sum;
+                // all the backward keeps of this row: with it, it rebuilds P[i, :] from the same scores
+                lse[h * T_ + i0 + r] = m + std::log(sum);
             }
             weighted_rows(w.out.data(), w.s.data(), w.vp.data(), len, hsp, Tp);  // e v
             copy_out(out + out_off, out_layout.row, w.out.data(), len, i0, hs, hsp, inv);  // (e v) / sum = P v
@@ -264,9 +259,9 @@ MINIGRAD_SIMD_CLONES static void forward_heads(T* out, T* stats, const T* q, con
 
 template <class T>
 MINIGRAD_SIMD_CLONES static void backward_heads(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k,
-                                                const T* v, const T* stats, int64_t begin, int64_t end, int64_t NH,
+                                                const T* v, const T* lse, int64_t begin, int64_t end, int64_t NH,
                                                 int64_t T_, int64_t hs, HeadLayout in, HeadLayout out_layout,
-                                                bool is_causal, QKVBias<T> bias) {
+                                                bool is_causal) {
     HeadScratch<T> w(T_, hs);
     const int64_t hsp = w.hsp, Tp = w.Tp;
     const T scale = T(1) / std::sqrt(T(hs));
@@ -274,10 +269,10 @@ MINIGRAD_SIMD_CLONES static void backward_heads(T* dq, T* dk, T* dv, const T* do
     std::fill(scales, scales + kRows, scale);
     for (int64_t h = begin; h < end; ++h) {
         const int64_t off = in.offset(h, NH), dout_off = out_layout.offset(h, NH);
-        // q * scale, k and v, with their biases, as in the forward
-        pad_rows(w.qs.data(), q + off, in.row, T_, w.rows_p, hs, hsp, scale, head_bias(bias.q, h, NH, hs));
-        pad_rows(w.kp.data(), k + off, in.row, T_, w.rows_p, hs, hsp, T(1), head_bias(bias.k, h, NH, hs));
-        pad_rows(w.vp.data(), v + off, in.row, T_, w.rows_p, hs, hsp, T(1), head_bias(bias.v, h, NH, hs));
+        // q * scale, k and v, as in the forward
+        pad_rows(w.qs.data(), q + off, in.row, T_, w.rows_p, hs, hsp, scale);
+        pad_rows(w.kp.data(), k + off, in.row, T_, w.rows_p, hs, hsp, T(1));
+        pad_rows(w.vp.data(), v + off, in.row, T_, w.rows_p, hs, hsp, T(1));
         transpose_rows(w.kT.data(), w.kp.data(), hsp, Tp);
         transpose_rows(w.vT.data(), w.vp.data(), hsp, Tp);
         pad_rows(w.dop.data(), dout + dout_off, out_layout.row, T_, w.rows_p, hs, hsp, T(1));
@@ -290,14 +285,13 @@ MINIGRAD_SIMD_CLONES static void backward_heads(T* dq, T* dk, T* dv, const T* do
             const int64_t jend = round_up(longest, Simd<T>::width);
             const T* qs = w.qs.data() + i0 * hsp;    // (kRows, hsp)
             const T* dob = w.dop.data() + i0 * hsp;  // (kRows, hsp)
-            // P again, the forward's way, from the scores and each row's max and 1/sum: a second
+            // P again, from the scores (bit for bit the forward's) and each row's log-sum-exp: a second
             // q k^T costs less than writing and reading back the (T, T) matrix P (flash attention's trade)
             scores_block(w.s.data(), qs, w.kT.data(), hsp, Tp, jend);
             scores_block(w.ds.data(), dob, w.vT.data(), hsp, Tp, jend);  // dP = dout v^T
             for (int64_t r = 0; r < kRows; ++r) {
-                const T* row_stats = stats + (h * T_ + std::min(i0 + r, T_ - 1)) * 2;  // rows past T: n = 0
-                softmax_backward_row(w.s.data() + r * Tp, w.ds.data() + r * Tp, len[r], jend, row_stats[0],
-                                     row_stats[1]);
+                const T row_lse = lse[h * T_ + std::min(i0 + r, T_ - 1)];  // rows past T: n = 0, lse unused
+                softmax_backward_row(w.s.data() + r * Tp, w.ds.data() + r * Tp, len[r], jend, row_lse);
             }
             weighted_rows(w.out.data(), w.ds.data(), w.kp.data(), len, hsp, Tp);  // dS k
             copy_out(dq + off, in.row, w.out.data(), len, i0, hs, hsp, scales);
@@ -312,32 +306,31 @@ MINIGRAD_SIMD_CLONES static void backward_heads(T* dq, T* dk, T* dv, const T* do
 }
 
 template <class T>
-void attention_forward(T* out, T* stats, const T* q, const T* k, const T* v, int64_t B, int64_t NH, int64_t T_,
-                       int64_t hs, HeadLayout qkv_layout, HeadLayout out_layout, bool is_causal, QKVBias<T> bias) {
+void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, int64_t B, int64_t NH, int64_t T_,
+                       int64_t hs, HeadLayout qkv_layout, HeadLayout out_layout, bool is_causal) {
     const int64_t BH = B * NH;
     const double work_per_head = (is_causal ? 0.5 : 1.0) * double(T_) * double(T_) * (4.0 * double(hs) + 20.0);
     parallel_for(BH, num_chunks(BH, work_per_head), [=](int, int64_t begin, int64_t end) {
-        forward_heads(out, stats, q, k, v, begin, end, NH, T_, hs, qkv_layout, out_layout, is_causal, bias);
+        forward_heads(out, lse, q, k, v, begin, end, NH, T_, hs, qkv_layout, out_layout, is_causal);
     });
 }
 
 template <class T>
-void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* stats,
+void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* lse,
                         int64_t B, int64_t NH, int64_t T_, int64_t hs, HeadLayout qkv_layout, HeadLayout out_layout,
-                        bool is_causal, QKVBias<T> bias) {
+                        bool is_causal) {
     const int64_t BH = B * NH;
     const double work_per_head = (is_causal ? 0.5 : 1.0) * double(T_) * double(T_) * (12.0 * double(hs) + 28.0);
     parallel_for(BH, num_chunks(BH, work_per_head), [=](int, int64_t begin, int64_t end) {
-        backward_heads(dq, dk, dv, dout, q, k, v, stats, begin, end, NH, T_, hs, qkv_layout, out_layout, is_causal,
-                       bias);
+        backward_heads(dq, dk, dv, dout, q, k, v, lse, begin, end, NH, T_, hs, qkv_layout, out_layout, is_causal);
     });
 }
 
 #define MINIGRAD_ATTENTION(T)                                                                                      \
     template void attention_forward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t,  \
-                                       HeadLayout, HeadLayout, bool, QKVBias<T>);                                 \
+                                       HeadLayout, HeadLayout, bool);                                             \
     template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t,    \
-                                        int64_t, int64_t, int64_t, HeadLayout, HeadLayout, bool, QKVBias<T>);
+                                        int64_t, int64_t, int64_t, HeadLayout, HeadLayout, bool);
 MINIGRAD_ATTENTION(float)
 MINIGRAD_ATTENTION(double)
 

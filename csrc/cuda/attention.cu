@@ -1,17 +1,27 @@
-// Causal self-attention over B*NH heads laid out as head_layout.h says, probabilities materialised as
-// (B, NH, T, T) like the reference. One block per row (head h, query i) forward; backward in two
-// passes without atomics: per query row (dS and dq), then per key row (dk and dv), so the result
-// is deterministic.
+// Causal self-attention over B*NH heads laid out as head_layout.h says, written plainly: the
+// probabilities are materialised as (B, NH, T, T) in scratch memory that lives for one call. The
+// forward keeps only each row's log-sum-exp, from which the backward rebuilds them. One block per row
+// (head h, query i) forward; backward in three passes without atomics: P again, then per query row
+// (dS and dq), then per key row (dk and dv), so the result is deterministic.
 #include "cuda/common.cuh"
 
 namespace minigrad::cuda {
 
 constexpr int kThreads = 128;
 
-// probs[h, i, :] = softmax(q_i k_j / sqrt(hs) over the keys j the query sees), zero beyond them;
-// out[h, i, :] = sum_j probs[h, i, j] v_j. Thread t owns the keys j = t, t + 128, ... of the row.
+// S_ij = q_i . k_j * scale, the dot product over the head's hs channels (the forward and the backward
+// compute it alike, so the backward's P is the forward's).
 template <class T>
-__global__ void attention_forward_kernel(T* out, T* probs, const T* q, const T* k, const T* v, int64_t NH,
+__device__ inline T score(const T* qi, const T* kj, int64_t hs, T scale) {
+    T s = 0;
+    for (int64_t d = 0; d < hs; ++d) s += qi[d] * kj[d];
+    return s * scale;
+}
+
+// lse[h, i] = log sum_j exp(S_ij) and out[h, i, :] = sum_j P_ij v_j, P_i = softmax(S_i) over the keys j
+// the query sees, held in the scratch row probs[h, i, :len]. Thread t owns the keys j = t, t + 128, ....
+template <class T>
+__global__ void attention_forward_kernel(T* out, T* lse, T* probs, const T* q, const T* k, const T* v, int64_t NH,
                                          int64_t T_, int64_t hs, HeadLayout in, HeadLayout out_layout,
                                          bool is_causal, T scale) {
     __shared__ T red[32];
@@ -21,13 +31,11 @@ __global__ void attention_forward_kernel(T* out, T* probs, const T* q, const T* 
     const T* qi = q + in.offset(h, NH) + i * ld;  // (hs,)
     const T* kh = k + in.offset(h, NH);          // (T, hs), rows ld apart
     const T* vh = v + in.offset(h, NH);
-    T* p = probs + row * T_;                     // (T,): scores, then probabilities
+    T* p = probs + row * T_;                     // (len,): scores, then probabilities
     const int64_t len = is_causal ? i + 1 : T_;  // keys this query sees
     T m = neg_inf<T>();
     for (int64_t j = threadIdx.x; j < len; j += blockDim.x) {
-        T s = 0;
-        for (int64_t d = 0; d < hs; ++d) s += qi[d] * kh[j * ld + d];
-        p[j] = s * scale;
+        p[j] = score(qi, kh + j * ld, hs, scale);
         m = dmax(m, p[j]);
     }
     // NOTE: subtract the row max before exp, or exp overflows for large scores.
@@ -37,8 +45,10 @@ __global__ void attention_forward_kernel(T* out, T* probs, const T* q, const T* 
         p[j] = dexp(p[j] - m);
         sum += p[j];
     }
-    const T inv = T(1) / block_sum(sum, red);
-    for (int64_t j = threadIdx.x; j < T_; j += blockDim.x) p[j] = j < len ? p[j] * inv : T(0);  // the masked future
+    sum = block_sum(sum, red);
+    if (threadIdx.x == 0) lse[row] = m + dlog(sum);
+    const T inv = T(1) / sum;
+    for (int64_t j = threadIdx.x; j < len; j += blockDim.x) p[j] *= inv;
     __syncthreads();  // every p[j] of the row written before any thread reads them all
     for (int64_t d = threadIdx.x; d < hs; d += blockDim.x) {
         T o = 0;
@@ -47,8 +57,23 @@ __global__ void attention_forward_kernel(T* out, T* probs, const T* q, const T* 
     }
 }
 
-// Pass 1, a block per query row i: dP_ij = dout_i . v_j, dS_ij = P_ij (dP_ij - sum_j dP_ij P_ij),
-// dq_i = sum_j dS_ij k_j / sqrt(hs). Keys with P_ij = 0 (the masked future) give dS_ij = 0 exactly.
+// Pass 1, a block per query row i: probs[h, i, j] = exp(S_ij - lse[h, i]) for the keys j the query sees,
+// zero beyond them (S_ij - lse <= 0: this exp cannot overflow).
+template <class T>
+__global__ void attention_probs_kernel(T* probs, const T* q, const T* k, const T* lse, int64_t NH, int64_t T_,
+                                       int64_t hs, HeadLayout in, bool is_causal, T scale) {
+    const int64_t row = blockIdx.x;  // h * T + i
+    const int64_t h = row / T_, i = row % T_;
+    const T* qi = q + in.offset(h, NH) + i * in.row;  // (hs,)
+    const T* kh = k + in.offset(h, NH);              // (T, hs), rows in.row apart
+    const int64_t len = is_causal ? i + 1 : T_;
+    for (int64_t j = threadIdx.x; j < T_; j += blockDim.x)
+        probs[row * T_ + j] = j < len ? dexp(score(qi, kh + j * in.row, hs, scale) - lse[row]) : T(0);
+}
+
+// Pass 2, a block per query row i: dP_ij = dout_i . v_j, dS_ij = P_ij (dP_ij - delta_i) with
+// delta_i = sum_j dP_ij P_ij / sum_j P_ij, dq_i = sum_j dS_ij k_j / sqrt(hs). Keys with P_ij = 0 (the masked
+// future) give dS_ij = 0 exactly.
 template <class T>
 __global__ void attention_dq_kernel(T* dq, T* dscores, const T* dout, const T* k, const T* v, const T* probs,
                                     int64_t NH, int64_t T_, int64_t hs, HeadLayout in, HeadLayout out_layout,
@@ -65,7 +90,7 @@ __global__ void attention_dq_kernel(T* dq, T* dscores, const T* dout, const T* k
     T* ds = dscores + row * T_;      // (T,): dP, then dS
     if (threadIdx.x == 0) len = 0;
     __syncthreads();
-    T dot = 0;
+    T dot = 0, total = 0;
     for (int64_t j = threadIdx.x; j < T_; j += blockDim.x) {
         T dp = 0;
         if (p[j] != T(0)) {
@@ -74,9 +99,12 @@ __global__ void attention_dq_kernel(T* dq, T* dscores, const T* dout, const T* k
         }
         ds[j] = dp;
         dot += dp * p[j];
+        total += p[j];
     }
-    dot = block_sum(dot, red);  // also a barrier: len is final after it
-    for (int64_t j = threadIdx.x; j < T_; j += blockDim.x) ds[j] = p[j] * (ds[j] - dot);
+    // NOTE: sum_j P_ij is 1 only up to the rounding of lse, and dP_ij - delta_i cancels: dividing by the
+    // sum keeps that rounding a relative error of dS instead of an amplified one.
+    const T delta = block_sum(dot, red) / block_sum(total, red);  // also a barrier: len is final after it
+    for (int64_t j = threadIdx.x; j < T_; j += blockDim.x) ds[j] = p[j] * (ds[j] - delta);
     __syncthreads();
     for (int64_t d = threadIdx.x; d < hs; d += blockDim.x) {
         T acc = 0;
@@ -85,7 +113,7 @@ __global__ void attention_dq_kernel(T* dq, T* dscores, const T* dout, const T* k
     }
 }
 
-// Pass 2, a block per key row j: dk_j = sum_i dS_ij q_i / sqrt(hs), dv_j = sum_i P_ij dout_i.
+// Pass 3, a block per key row j: dk_j = sum_i dS_ij q_i / sqrt(hs), dv_j = sum_i P_ij dout_i.
 template <class T>
 __global__ void attention_dkv_kernel(T* dk, T* dv, const T* dscores, const T* dout, const T* q, const T* probs,
                                      int64_t NH, int64_t T_, int64_t hs, HeadLayout in, HeadLayout out_layout,
@@ -110,36 +138,26 @@ __global__ void attention_dkv_kernel(T* dk, T* dv, const T* dscores, const T* do
 }
 
 template <class T>
-__global__ void add_row_bias_kernel(T* out, const T* x, const T* bias, int64_t n, int64_t C) {
-    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-        out[i] = x[i] + bias[i % C];
-}
-
-template <class T>
-int add_row_bias(T* out, const T* x, const T* bias, int64_t n, int64_t C, Stream stream) {
-    if (n == 0) return 0;
-    add_row_bias_kernel<<<grid_for(n, 256), 256, 0, as_stream(stream)>>>(out, x, bias, n, C);
-    return static_cast<int>(cudaGetLastError());
-}
-
-template <class T>
-int attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, int64_t B, int64_t NH, int64_t T_,
-                      int64_t hs, HeadLayout qkv_layout, HeadLayout out_layout, bool is_causal, Stream stream) {
+int attention_forward(T* out, T* lse, T* probs, const T* q, const T* k, const T* v, int64_t B, int64_t NH,
+                      int64_t T_, int64_t hs, HeadLayout qkv_layout, HeadLayout out_layout, bool is_causal,
+                      Stream stream) {
     if (B * NH * T_ == 0) return 0;
     const T scale = T(1) / sqrt(T(hs));
     attention_forward_kernel<<<static_cast<unsigned>(B * NH * T_), kThreads, 0, as_stream(stream)>>>(
-        out, probs, q, k, v, NH, T_, hs, qkv_layout, out_layout, is_causal, scale);
+        out, lse, probs, q, k, v, NH, T_, hs, qkv_layout, out_layout, is_causal, scale);
     return static_cast<int>(cudaGetLastError());
 }
 
 template <class T>
-int attention_backward(T* dq, T* dk, T* dv, T* dscores, const T* dout, const T* q, const T* k, const T* v,
-                       const T* probs, int64_t B, int64_t NH, int64_t T_, int64_t hs, HeadLayout qkv_layout,
-                       HeadLayout out_layout, Stream stream) {
+int attention_backward(T* dq, T* dk, T* dv, T* probs, T* dscores, const T* dout, const T* q, const T* k, const T* v,
+                       const T* lse, int64_t B, int64_t NH, int64_t T_, int64_t hs, HeadLayout qkv_layout,
+                       HeadLayout out_layout, bool is_causal, Stream stream) {
     if (B * NH * T_ == 0) return 0;
     const T scale = T(1) / sqrt(T(hs));
     const auto rows = static_cast<unsigned>(B * NH * T_);
     const int dkv_threads = static_cast<int>(hs >= 128 ? 128 : (hs + 31) / 32 * 32);  // one thread per channel
+    attention_probs_kernel<<<rows, kThreads, 0, as_stream(stream)>>>(probs, q, k, lse, NH, T_, hs, qkv_layout,
+                                                                     is_causal, scale);
     attention_dq_kernel<<<rows, kThreads, 0, as_stream(stream)>>>(dq, dscores, dout, k, v, probs, NH, T_, hs,
                                                                   qkv_layout, out_layout, scale);
     attention_dkv_kernel<<<rows, dkv_threads, 0, as_stream(stream)>>>(dk, dv, dscores, dout, q, probs, NH, T_, hs,
@@ -148,11 +166,10 @@ int attention_backward(T* dq, T* dk, T* dv, T* dscores, const T* dout, const T* 
 }
 
 #define MINIGRAD_CUDA_ATTENTION(T)                                                                                \
-    template int add_row_bias<T>(T*, const T*, const T*, int64_t, int64_t, Stream);                               \
-    template int attention_forward<T>(T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t,  \
-                                      HeadLayout, HeadLayout, bool, Stream);                                     \
-    template int attention_backward<T>(T*, T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t, \
-                                       int64_t, int64_t, int64_t, HeadLayout, HeadLayout, Stream);
+    template int attention_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t, int64_t,       \
+                                      int64_t, HeadLayout, HeadLayout, bool, Stream);                            \
+    template int attention_backward<T>(T*, T*, T*, T*, T*, const T*, const T*, const T*, const T*, const T*,     \
+                                       int64_t, int64_t, int64_t, int64_t, HeadLayout, HeadLayout, bool, Stream);
 MINIGRAD_CUDA_ATTENTION(float)
 MINIGRAD_CUDA_ATTENTION(double)
 

@@ -7,8 +7,8 @@ constexpr int kThreads = 128;
 
 // probs[n, :] = softmax(logits[n, :]); row_losses[n] = logsumexp(logits[n, :]) - logits[n, t_n], in double.
 template <class T>
-__global__ void crossentropy_rows_kernel(T* probs, double* row_losses, const T* logits, const int64_t* targets,
-                                         int64_t V) {
+__global__ void crossentropy_rows_kernel(T* probs, double* row_losses, int64_t* bad, const T* logits,
+                                         const int64_t* targets, int64_t V) {
     __shared__ T red[32];
     const int64_t n = blockIdx.x;
     const T* x = logits + n * V;  // (V,)
@@ -27,8 +27,10 @@ __global__ void crossentropy_rows_kernel(T* probs, double* row_losses, const T* 
     for (int64_t j = threadIdx.x; j < V; j += blockDim.x) p[j] *= inv;
     if (threadIdx.x == 0) {
         const int64_t t = targets[n];
-        // NOTE: a bad target is not read out of bounds: it makes the loss NaN (raising would need a sync).
-        row_losses[n] = (t >= 0 && t < V) ? static_cast<double>(dlog(sum) - (x[t] - m)) : static_cast<double>(NAN);
+        if (t >= 0 && t < V)
+            row_losses[n] = static_cast<double>(dlog(sum) - (x[t] - m));
+        else  // never read out of bounds: flagged, and the binding raises
+            *bad = 1;
     }
 }
 
@@ -42,39 +44,47 @@ __global__ void mean_kernel(T* loss, const double* row_losses, int64_t N) {
     if (threadIdx.x == 0) loss[0] = static_cast<T>(sum / static_cast<double>(N));
 }
 
-// dlogits = (probs - onehot(targets)) dloss / N, one thread per element.
+// dlogits = (probs - onehot(targets)) dloss / N, one thread per element (a target outside [0, V)
+// matches no column; the thread of column 0 flags it).
 template <class T>
-__global__ void crossentropy_backward_kernel(T* dlogits, const T* probs, const int64_t* targets, T scale, int64_t N,
-                                             int64_t V) {
+__global__ void crossentropy_backward_kernel(T* dlogits, int64_t* bad, const T* probs, const int64_t* targets,
+                                             T scale, int64_t N, int64_t V) {
     for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < N * V; e += int64_t(gridDim.x) * blockDim.x) {
         const int64_t n = e / V, j = e % V;
+        if (j == 0 && (targets[n] < 0 || targets[n] >= V)) *bad = 1;
         dlogits[e] = (j == targets[n] ? probs[e] - T(1) : probs[e]) * scale;
     }
 }
 
 template <class T>
-int crossentropy_forward(T* loss, T* probs, double* row_losses, const T* logits, const int64_t* targets, int64_t N,
-                         int64_t V, Stream stream) {
-    crossentropy_rows_kernel<<<static_cast<unsigned>(N), kThreads, 0, as_stream(stream)>>>(probs, row_losses, logits,
-                                                                                          targets, V);
+int crossentropy_forward(T* loss, T* probs, double* row_losses, int64_t* bad, const T* logits, const int64_t* targets,
+                         int64_t N, int64_t V, Stream stream) {
+    cudaError_t e = cudaMemsetAsync(bad, 0, sizeof(int64_t), as_stream(stream));
+    if (e != cudaSuccess) return static_cast<int>(e);
+    crossentropy_rows_kernel<<<static_cast<unsigned>(N), kThreads, 0, as_stream(stream)>>>(probs, row_losses, bad,
+                                                                                          logits, targets, V);
     mean_kernel<<<1, 256, 0, as_stream(stream)>>>(loss, row_losses, N);
     return static_cast<int>(cudaGetLastError());
 }
 
 template <class T>
-int crossentropy_backward(T* dlogits, const T* probs, const int64_t* targets, double dloss, int64_t N, int64_t V,
-                          Stream stream) {
+int crossentropy_backward(T* dlogits, int64_t* bad, const T* probs, const int64_t* targets, double dloss, int64_t N,
+                          int64_t V, Stream stream) {
+    cudaError_t e = cudaMemsetAsync(bad, 0, sizeof(int64_t), as_stream(stream));
+    if (e != cudaSuccess) return static_cast<int>(e);
     const T scale = static_cast<T>(dloss / static_cast<double>(N));
-    crossentropy_backward_kernel<<<grid_for(N * V, 256), 256, 0, as_stream(stream)>>>(dlogits, probs, targets, scale,
-                                                                                      N, V);
+    crossentropy_backward_kernel<<<grid_for(N * V, 256), 256, 0, as_stream(stream)>>>(dlogits, bad, probs, targets,
+                                                                                      scale, N, V);
     return static_cast<int>(cudaGetLastError());
 }
 
-template int crossentropy_forward<float>(float*, float*, double*, const float*, const int64_t*, int64_t, int64_t,
-                                         Stream);
-template int crossentropy_forward<double>(double*, double*, double*, const double*, const int64_t*, int64_t, int64_t,
+template int crossentropy_forward<float>(float*, float*, double*, int64_t*, const float*, const int64_t*, int64_t,
+                                         int64_t, Stream);
+template int crossentropy_forward<double>(double*, double*, double*, int64_t*, const double*, const int64_t*, int64_t,
+                                          int64_t, Stream);
+template int crossentropy_backward<float>(float*, int64_t*, const float*, const int64_t*, double, int64_t, int64_t,
                                           Stream);
-template int crossentropy_backward<float>(float*, const float*, const int64_t*, double, int64_t, int64_t, Stream);
-template int crossentropy_backward<double>(double*, const double*, const int64_t*, double, int64_t, int64_t, Stream);
+template int crossentropy_backward<double>(double*, int64_t*, const double*, const int64_t*, double, int64_t, int64_t,
+                                           Stream);
 
 }  // namespace minigrad::cuda

@@ -1,4 +1,4 @@
-// What the CUDA runtime (linked statically into _C_cuda) can see, and its error messages.
+// What the CUDA runtime (linked statically into _C_cuda) can see, its error messages, and a copy back to the host.
 #include "cuda/common.cuh"
 
 namespace minigrad::cuda {
@@ -21,5 +21,12 @@ std::string error_string(int code) {
 }
 
 int runtime_version() { return CUDART_VERSION; }
+
+int copy_to_host(void* dst, const void* src, int64_t bytes, Stream stream) {
+    const cudaStream_t s = as_stream(stream);
+    cudaError_t e = cudaMemcpyAsync(dst, src, static_cast<std::size_t>(bytes), cudaMemcpyDeviceToHost, s);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(s);
+    return static_cast<int>(e);
+}
 
 }  // namespace minigrad::cuda

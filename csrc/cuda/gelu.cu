@@ -1,5 +1,4 @@
-// tanh-GELU of x (+ bias), one thread per element (grid-stride), in the overflow-safe form of
-// csrc/cpu/gelu.cpp. bias (C,) is added to each row of C numbers; null: no bias.
+// tanh-GELU of x, one thread per element (grid-stride), in the overflow-safe form of csrc/cpu/gelu.cpp.
 #include "cuda/common.cuh"
 
 namespace minigrad::cuda {
@@ -11,9 +10,9 @@ constexpr double kGeluCubic = 0.044715;
 // With e = exp(-|2u|) in (0, 1] (never overflows): sigmoid(2u) = 1/(1+e) for u >= 0, e/(1+e) for u < 0,
 // and sigmoid(2u) (1 - sigmoid(2u)) = e/(1+e)^2 either way.
 template <class T>
-__global__ void gelu_forward_kernel(T* out, const T* x, const T* bias, int64_t n, int64_t C) {
+__global__ void gelu_forward_kernel(T* out, const T* x, int64_t n) {
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-        const T xi = bias ? x[i] + bias[i % C] : x[i];
+        const T xi = x[i];
         const T u = T(kGeluScale) * (xi + T(kGeluCubic) * xi * xi * xi);
         const T e = dexp(-dabs(T(2) * u));
         const T inv = T(1) / (T(1) + e);
@@ -22,9 +21,9 @@ __global__ void gelu_forward_kernel(T* out, const T* x, const T* bias, int64_t n
 }
 
 template <class T>
-__global__ void gelu_backward_kernel(T* dx, const T* dout, const T* x, const T* bias, int64_t n, int64_t C) {
+__global__ void gelu_backward_kernel(T* dx, const T* dout, const T* x, int64_t n) {
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-        const T xi = bias ? x[i] + bias[i % C] : x[i];
+        const T xi = x[i];
         const T u = T(kGeluScale) * (xi + T(kGeluCubic) * xi * xi * xi);
         const T du = T(kGeluScale) * (T(1) + T(3 * kGeluCubic) * xi * xi);  // du/dx
         const T e = dexp(-dabs(T(2) * u));
@@ -36,22 +35,22 @@ __global__ void gelu_backward_kernel(T* dx, const T* dout, const T* x, const T* 
 }
 
 template <class T>
-int gelu_forward(T* out, const T* x, const T* bias, int64_t n, int64_t C, Stream stream) {
+int gelu_forward(T* out, const T* x, int64_t n, Stream stream) {
     if (n == 0) return 0;
-    gelu_forward_kernel<<<grid_for(n, 256), 256, 0, as_stream(stream)>>>(out, x, bias, n, C);
+    gelu_forward_kernel<<<grid_for(n, 256), 256, 0, as_stream(stream)>>>(out, x, n);
     return static_cast<int>(cudaGetLastError());
 }
 
 template <class T>
-int gelu_backward(T* dx, const T* dout, const T* x, const T* bias, int64_t n, int64_t C, Stream stream) {
+int gelu_backward(T* dx, const T* dout, const T* x, int64_t n, Stream stream) {
     if (n == 0) return 0;
-    gelu_backward_kernel<<<grid_for(n, 256), 256, 0, as_stream(stream)>>>(dx, dout, x, bias, n, C);
+    gelu_backward_kernel<<<grid_for(n, 256), 256, 0, as_stream(stream)>>>(dx, dout, x, n);
     return static_cast<int>(cudaGetLastError());
 }
 
-template int gelu_forward<float>(float*, const float*, const float*, int64_t, int64_t, Stream);
-template int gelu_forward<double>(double*, const double*, const double*, int64_t, int64_t, Stream);
-template int gelu_backward<float>(float*, const float*, const float*, const float*, int64_t, int64_t, Stream);
-template int gelu_backward<double>(double*, const double*, const double*, const double*, int64_t, int64_t, Stream);
+template int gelu_forward<float>(float*, const float*, int64_t, Stream);
+template int gelu_forward<double>(double*, const double*, int64_t, Stream);
+template int gelu_backward<float>(float*, const float*, const float*, int64_t, Stream);
+template int gelu_backward<double>(double*, const double*, const double*, int64_t, Stream);
 
 }  // namespace minigrad::cuda

@@ -92,7 +92,8 @@ def build(out_dir, extra_flags=()):
     out_dir = Path(out_dir)
     sources = [CSRC / "bindings_cuda.cpp", *(_translated(cu, out_dir) for cu in sorted((CSRC / "cuda").glob("*.cu")))]
     module = out_dir / ("_C_cuda" + sysconfig.get_config_var("EXT_SUFFIX"))
-    flags = [*_flags(extra_flags), "-fPIC", "-shared", f"-I{pybind11.get_include()}",
+    # -fvisibility=hidden as pybind11_add_module builds the real module (pybind11's own types are hidden)
+    flags = [*_flags(extra_flags), "-fPIC", "-shared", "-fvisibility=hidden", f"-I{pybind11.get_include()}",
              f"-I{sysconfig.get_paths()['include']}", '-DMINIGRAD_CUDA_ARCHITECTURES="emulated on the CPU"']
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
     digest = hashlib.sha256(" ".join([cxx, version, pybind11.__version__, sys.version, *flags]).encode())

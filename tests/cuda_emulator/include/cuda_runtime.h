@@ -416,4 +416,8 @@ inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes
     std::memcpy(dst, src, bytes);
     return cudaSuccess;
 }
+inline cudaError_t cudaMemsetAsync(void* dst, int value, std::size_t bytes, cudaStream_t) {
+    std::memset(dst, value, bytes);
+    return cudaSuccess;
+}
 inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
