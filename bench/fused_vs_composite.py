@@ -50,7 +50,7 @@ def main():
     C = a.NH * a.hs
     targets = rng.integers(0, a.V, size=(a.B, a.T))
     cases = [
-        ("attention", composite_attention, lambda q, k, v: F.scaled_dot_product_attention(q, k, v),
+        ("attention", composite_attention, lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
          [leaf(a.B, a.NH, a.T, a.hs) for _ in range(3)]),
         ("layer_norm", composite_layer_norm, F.layer_norm, [leaf(a.B, a.T, C), leaf(C), leaf(C)]),
         ("cross_entropy", lambda z: composite_cross_entropy(z, targets), lambda z: F.cross_entropy(z, targets),

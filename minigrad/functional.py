@@ -9,6 +9,10 @@ Two kinds live here:
   the CPU when they are built, else the reference in ``minigrad.kernels``.
 """
 
+import math
+
+import numpy as np
+
 from minigrad.backend import get_array_module
 from minigrad.dispatch import kernels_for
 from minigrad.kernels import check_indices
@@ -145,9 +149,42 @@ class CrossEntropy(Function):
         return dlogits.reshape(self.shape)
 
 
-def cross_entropy(logits, targets):
-    """Mean cross-entropy of logits (N, V) or (B, T, V) against integer targets (N,) or (B, T)."""
-    return CrossEntropy.apply(logits, targets)
+def cross_entropy(logits, targets, reduction="mean", ignore_index=-100, label_smoothing=0.0):
+    """Cross-entropy of logits (..., V), the class axis last, against integer targets (...):
+    loss_i = -(1 - eps) log p_i[t_i] - eps mean_c log p_i[c], p_i = softmax(logits_i), eps = label_smoothing;
+    positions whose target is ignore_index are left out (loss 0, and not counted by the mean).
+    reduction: "mean" over the counted positions, "sum", or "none" (the losses, the targets' shape).
+
+    The plain case (mean, no smoothing, nothing ignored), the one training uses, is one fused node;
+    the others are composed of log_softmax and a gather, so the engine derives their backward."""
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must lie in [0, 1], got {label_smoothing}")
+    t = targets.data if isinstance(targets, Tensor) else targets
+    # NOTE: on a GPU this test reads one number back from the device
+    if reduction == "mean" and label_smoothing == 0.0 and not bool((get_array_module(t).asarray(t) == ignore_index).any()):
+        return CrossEntropy.apply(logits, targets)
+    return _cross_entropy_composite(logits, get_array_module(logits.data).asarray(t), reduction, ignore_index,
+                                    label_smoothing)
+
+
+def _cross_entropy_composite(logits, targets, reduction, ignore_index, label_smoothing):
+    xp = get_array_module(logits.data)
+    V = logits.shape[-1]
+    if targets.shape != logits.shape[:-1]:
+        raise ValueError(f"cross_entropy: targets of shape {targets.shape} do not match logits {logits.shape}")
+    t = targets.reshape(-1)
+    counted = t != ignore_index  # (N,)
+    t = xp.where(counted, t, 0)  # an ignored position picks class 0, then counts for nothing
+    check_indices(t, V, "cross_entropy", "targets")
+    logp = log_softmax(logits.reshape(-1, V))  # (N, V)
+    picked = logp[xp.arange(len(t)), t]  # log p_i[t_i]: (N,)
+    losses = -(1.0 - label_smoothing) * picked - label_smoothing * logp.mean(axis=-1)
+    losses = where(counted, losses, 0.0)
+    if reduction == "mean":
+        return losses.sum() / int(counted.sum())  # nothing counted: 0 / 0 = NaN, as PyTorch
+    return losses.sum() if reduction == "sum" else losses.reshape(targets.shape)
 
 
 @register("layer_norm", method=False)
@@ -210,9 +247,30 @@ class ScaledDotProductAttention(Function):
         return self.kernels.attention_backward(_contiguous(dout), self.q, self.k, self.v, self.lse, self.is_causal)
 
 
-def scaled_dot_product_attention(q, k, v, is_causal=True):
-    """Attention of q over k, v, each (B, NH, T, hs), scale 1/sqrt(hs), causal by default."""
-    return ScaledDotProductAttention.apply(q, k, v, is_causal)
+def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale=None):
+    """softmax(q k^T * scale + mask) v, PyTorch's signature: q (..., L, hs), k and v (..., S, hs);
+    scale 1/sqrt(hs) by default; is_causal: query i sees the keys j <= i; attn_mask (L, S) or
+    broadcastable: True where a query may see a key (a boolean mask), or numbers added to the scores.
+
+    q, k and v of one shape, with no mask or scale given (the model's case), run as one fused node;
+    the rest is composed of matmul, masked_fill and softmax."""
+    if not isinstance(is_causal, (bool, np.bool_)):
+        raise TypeError(f"scaled_dot_product_attention: is_causal must be True or False, got {is_causal!r}")
+    if attn_mask is not None and is_causal:
+        raise ValueError("scaled_dot_product_attention: pass attn_mask or is_causal=True, not both")
+    if attn_mask is None and scale is None and q.shape == k.shape == v.shape and q.ndim >= 2:
+        return ScaledDotProductAttention.apply(q, k, v, bool(is_causal))
+    L, S = q.shape[-2], k.shape[-2]
+    scores = (q @ transpose(k, -2, -1)) * (1.0 / math.sqrt(q.shape[-1]) if scale is None else scale)  # (..., L, S)
+    if is_causal:
+        attn_mask = np.tril(np.ones((L, S), bool))  # query i sees keys 0 .. i (the top-left corner, as PyTorch)
+    if attn_mask is not None:
+        mask = attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask
+        if not hasattr(mask, "dtype"):
+            raise TypeError(f"scaled_dot_product_attention: attn_mask must be an array or Tensor, got "
+                            f"{type(mask).__name__} (pass is_causal= by name)")
+        scores = masked_fill(scores, ~mask, -math.inf) if mask.dtype == bool else scores + mask
+    return softmax(scores) @ v
 
 
 @register("self_attention", method=False)

@@ -108,7 +108,7 @@ def test_gradcheck_gelu(device):
 def test_gradcheck_attention(device, is_causal):
     rng = np.random.default_rng(9)
     q, k, v = (_tensor(rng, (2, 2, 5, 3), device) for _ in range(3))
-    assert mg.gradcheck(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal), [q, k, v])
+    assert mg.gradcheck(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=is_causal), [q, k, v])
 
 
 @pytest.mark.parametrize("is_causal", [True, False])

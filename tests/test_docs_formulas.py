@@ -252,7 +252,8 @@ def test_attention_backward_step_by_step(rng):
     close(dQ, numeric_vjp(lambda q_: np_attention(q_, k, v), q, dO))
     close(dK, numeric_vjp(lambda k_: np_attention(q, k_, v), k, dO))
     close(dV, numeric_vjp(lambda v_: np_attention(q, k, v_), v, dO))
-    lib = library_vjp(lambda a, b, c: F.scaled_dot_product_attention(a, b, c), [q[:, None], k[:, None], v[:, None]], dO[:, None])
+    lib = library_vjp(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, is_causal=True),
+                      [q[:, None], k[:, None], v[:, None]], dO[:, None])
     for got, want in zip(lib, (dQ, dK, dV)):
         close(got[:, 0], want)
 
@@ -270,7 +271,8 @@ def count_nodes(fn, *inputs):
 def test_fused_node_equals_the_chain_it_replaces(rng, name):
     targets = rng.integers(0, 5, size=(2, 3))
     pairs = {
-        "attention": (composite_attention, F.scaled_dot_product_attention, [(2, 2, 4, 3)] * 3),
+        "attention": (composite_attention, lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                      [(2, 2, 4, 3)] * 3),
         "layer_norm": (composite_layer_norm, F.layer_norm, [(2, 3, 6), (6,), (6,)]),
         "cross_entropy": (lambda z: composite_cross_entropy(z, targets), lambda z: F.cross_entropy(z, targets),
                           [(2, 3, 5)]),

@@ -627,7 +627,7 @@ def _tiny_model(x, w, b, qkv_w, wte, targets):
     h = F.layer_norm(x + F.embedding(targets, wte), w, b)
     q, k, v = F.split(F.linear(h, qkv_w), C, axis=-1)
     heads = lambda t: t.reshape(B, T, 2, C // 2).transpose(1, 2)  # (B, NH, T, hs): a non-contiguous view
-    y = F.scaled_dot_product_attention(heads(q), heads(k), heads(v)).transpose(1, 2).reshape(B, T, C)
+    y = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), is_causal=True).transpose(1, 2).reshape(B, T, C)
     qkv = F.linear(y, qkv_w)
     return F.cross_entropy(F.gelu(y + F.self_attention(qkv, 2)), targets)
 

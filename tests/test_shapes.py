@@ -116,7 +116,18 @@ for ids in [np.array(2), np.array([0, 2, 2, 1, 0]), np.array([[1, 1, 0], [2, 0, 
 for logits, targets in [((5,), np.array(3)), ((2, 3), np.array([2, 0])), ((1, 1), np.array([0]))]:
     case("cross_entropy", f"logits {logits}", lambda z, t=targets: F.cross_entropy(z, t), (logits, "any"))
 for shape in [(1, 1), (2, 3), (0, 2, 3), (1, 1, 1, 2)]:
-    case("scaled_dot_product_attention", str(shape), F.scaled_dot_product_attention, *[(shape, "any")] * 3)
+    for causal in (True, False):
+        case("scaled_dot_product_attention", f"{shape}, is_causal={causal}",
+             lambda q, k, v, c=causal: F.scaled_dot_product_attention(q, k, v, is_causal=c), *[(shape, "any")] * 3)
+for q, kv, mask in [((2, 3), (4, 3), None), ((1, 2, 3), (1, 5, 3), np.array([[1, 1, 0, 1, 0], [0, 1, 1, 1, 1]], bool)),
+                    ((3, 2), (3, 2), np.tril(np.ones((3, 3))) * 0.5)]:
+    case("scaled_dot_product_attention", f"q {q}, k/v {kv}, mask {None if mask is None else mask.dtype}",
+         lambda q_, k_, v_, m=mask: F.scaled_dot_product_attention(q_, k_, v_, attn_mask=m), (q, "any"), (kv, "any"),
+         (kv, "any"))
+for logits, targets in [((4, 3), np.array([2, -100, 0, 1])), ((2, 2, 3), np.array([[0, 2], [1, 1]]))]:
+    for options in ({"reduction": "sum"}, {"reduction": "none"}, {"label_smoothing": 0.1}, {}):
+        case("cross_entropy", f"logits {logits}, {options}, ignore -100",
+             lambda z, t=targets, o=options: F.cross_entropy(z, t, **o), (logits, "any"))
 for shape, n_head in [((1, 1, 3), 1), ((2, 3, 6), 2), ((0, 3, 6), 1)]:
     case("self_attention", f"{shape}, {n_head} head(s)", lambda qkv, h=n_head: F.self_attention(qkv, h),
          (shape, "any"))

@@ -115,7 +115,7 @@ def test_functional_forward_values_match_numpy(rng):
 def test_attention_matches_a_plain_loop(rng):
     B, NH, T, hs = 2, 3, 5, 4
     q, k, v = (rng.standard_normal((B, NH, T, hs)) for _ in range(3))
-    y = F.scaled_dot_product_attention(mg.Tensor(q), mg.Tensor(k), mg.Tensor(v)).data
+    y = F.scaled_dot_product_attention(mg.Tensor(q), mg.Tensor(k), mg.Tensor(v), is_causal=True).data
     for bi in range(B):
         for h in range(NH):
             for i in range(T):
