@@ -50,7 +50,8 @@ def test_a_write_goes_to_a_temp_file_beside_it_synced_then_renamed_then_the_fold
     assert events[2][1] == "folder" and target.read_bytes() == b"new"
 
 
-@pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+@pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)],
+                         ids=["umask 022", "umask 077", "umask 002"])
 def test_a_new_file_gets_the_mode_the_umask_gives(tmp_path, umask, mask, expected):
     umask(mask)
     files.write_atomically(str(tmp_path / "metrics.csv"), b"x")
