@@ -47,7 +47,7 @@ fi
 
 if want train; then
     stage "train_char.py --device cuda --max-iters $ITERS"
-    timeout 900 "$PYTHON" train_char.py --device cuda --max-iters "$ITERS" --out-dir out/gpu_run >"$OUT/train.log" 2>&1
+    timeout 900 "$PYTHON" train_char.py --device cuda --max-iters "$ITERS" --out-dir out/gpu_run --overwrite >"$OUT/train.log" 2>&1
     echo "train exit $?" | tee -a "$OUT/session.log"
     cp out/gpu_run/metrics.csv "$OUT/metrics.csv" 2>/dev/null
     tr '\r' '\n' <"$OUT/train.log" | grep -E "^iter [0-9]+|tokens/s" | tail -12 | tee -a "$OUT/session.log"

@@ -6,7 +6,7 @@ import urllib.request
 
 import numpy as np
 
-from minigrad.files import write_atomically
+from minigrad.files import open_regular_file, write_atomically
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINY_SHAKESPEARE_BYTES = 1_115_394  # all ASCII: as many bytes as characters
@@ -41,11 +41,15 @@ class CharTokenizer:
 
 
 def read_corpus(path, min_chars=1):
-    """The text of a UTF-8 file, with a one-line ValueError when it is missing, not UTF-8 or too short."""
-    if not os.path.isfile(path):
+    """The text of a UTF-8 file, with a one-line ValueError when it is missing, not a regular file, not UTF-8 or
+    too short."""
+    if not os.path.exists(path):
         raise ValueError(f"corpus {path} does not exist; pass --data PATH to a UTF-8 text file")
-    with open(path, "rb") as f:
-        raw = f.read()
+    try:
+        with open_regular_file(path) as f:
+            raw = f.read()
+    except ValueError as e:  # a folder, a FIFO, a device
+        raise ValueError(f"corpus {e}; pass --data PATH to a UTF-8 text file") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -10,6 +10,7 @@ the step of one process with batch N*B (the mean of N equal-sized batch means is
     loss.backward()
     world.allreduce_grads(params)       # g <- (1/N) sum over ranks of g, before clipping
     world.print("...")                  # rank 0 alone prints
+    world.timeout = 60                  # a collective waiting longer for a stalled rank stops the job
 
 mpi4py is imported here only, and only when an MPI launcher started this process: without one, the
 World is rank 0 of 1, every collective is a no-op, and nothing MPI-related is loaded. What else differs
@@ -21,6 +22,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import traceback
 import types
 
@@ -30,17 +32,20 @@ from minigrad.backend import to_device
 
 # Set by the launchers in every process they start: Open MPI's mpirun, MPICH/Intel MPI's Hydra, PMIx (srun).
 LAUNCHER_ENV = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")
+DEFAULT_TIMEOUT = 600.0  # seconds: far more than any step or save takes, far less than forever
 
 
 class World:
     """The ranks of one job: rank (0 .. world_size-1), world_size, is_main (rank 0 writes the files),
-    and the collectives training needs. comm is mpi4py's COMM_WORLD, or None for a single process."""
+    and the collectives training needs. comm is mpi4py's COMM_WORLD, or None for a single process;
+    timeout: the seconds a collective may wait for the other ranks before the whole job is stopped."""
 
-    def __init__(self, comm=None):
+    def __init__(self, comm=None, timeout=DEFAULT_TIMEOUT):
         self.comm = comm
         self.rank = comm.Get_rank() if comm is not None else 0
         self.world_size = comm.Get_size() if comm is not None else 1
         self.is_main = self.rank == 0
+        self.timeout = timeout
 
     def __repr__(self):
         return f"World(rank={self.rank}, world_size={self.world_size})"
@@ -73,7 +78,8 @@ class World:
         # NOTE: a GPU gradient takes a trip through host memory here; NCCL would reduce it in place.
         # NOTE: the copies stay bit-equal only if every rank receives the same sum; Open MPI and MPICH
         # deliver that (the standard advises it), and tests/test_distributed.py checks it
-        self.comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+        with self.bounded("Allreduce"):
+            self.comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
         flat[:offsets[-1]] /= self.world_size
         for i, p in enumerate(params):
             if counts[i] > 0:
@@ -87,7 +93,8 @@ class World:
             return
         params = model.parameters()
         flat = np.concatenate([p.numpy().ravel() for p in params]).astype(np.result_type(*[p.dtype for p in params]))
-        self.comm.Bcast(flat, root=0)
+        with self.bounded("Bcast"):
+            self.comm.Bcast(flat, root=0)
         start = 0
         for p in params:
             p.data[...] = to_device(flat[start:start + p.size].reshape(p.shape).astype(p.dtype), p.device)
@@ -100,19 +107,43 @@ class World:
         from mpi4py import MPI
 
         buffer = np.array([value], dtype=np.float64)
-        self.comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
+        with self.bounded("Allreduce"):
+            self.comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
         return float(buffer[0]) / self.world_size
 
     def gather(self, obj):
         """[obj of rank 0, obj of rank 1, ...] on rank 0 (any picklable object), None on the others."""
         if self.comm is None:
             return [obj]
-        return self.comm.gather(obj, root=0)
+        with self.bounded("gather"):
+            return self.comm.gather(obj, root=0)
 
     def barrier(self):
         """Wait until every rank has reached this line."""
         if self.comm is not None:
-            self.comm.Barrier()
+            with self.bounded("Barrier"):
+                self.comm.Barrier()
+
+    @contextlib.contextmanager
+    def bounded(self, collective):
+        """Stop the whole job (exit 1, one line) if the block, a collective, has not returned within
+        self.timeout seconds: a rank that stalled (a hung file system, a deadlock) would otherwise keep
+        every other rank waiting in it forever.
+        NOTE: MPI collectives have no timeout of their own, and a blocked one cannot be interrupted: a timer
+        thread aborts the job (mpi4py releases the GIL while this thread waits in MPI)."""
+        timer = threading.Timer(self.timeout, self._stalled, args=(collective,))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+    def _stalled(self, collective):
+        print(f"error on rank {self.rank} of {self.world_size}: {collective} waited {self.timeout:g} s for the "
+              "other ranks, so one of them is stalled; stopping every rank (train_char.py: --mpi-timeout sets "
+              "the bound)", file=sys.stderr, flush=True)
+        self.abort(1)
 
     def main_first(self, fn, *args):
         """fn(*args) on rank 0, then on the other ranks once rank 0 has returned (rank 0 downloads a missing

@@ -1,6 +1,7 @@
 import importlib.util
 import os
 import shlex
+import subprocess
 import sys
 
 import numpy as np
@@ -19,17 +20,23 @@ def rng():
     return np.random.default_rng(1234)
 
 
+def write_corpus(path, n_words):
+    """A small synthetic text at path (n_words seeded draws from 9 words); returns the path as a str."""
+    words = ["the ", "cat ", "sat ", "on ", "a ", "mat ", "and ", "dog ", "ran\n"]
+    path.write_text("".join(np.random.default_rng(0).choice(words, n_words)))
+    return str(path)
+
+
 @pytest.fixture
 def make_corpus(tmp_path):
-    """make_corpus(n_words) -> the path of a small synthetic text (n_words seeded draws from 9 words)."""
+    """make_corpus(n_words) -> the path of write_corpus's text, in the test's folder."""
+    return lambda n_words: write_corpus(tmp_path / "corpus.txt", n_words)
 
-    def make(n_words):
-        words = ["the ", "cat ", "sat ", "on ", "a ", "mat ", "and ", "dog ", "ran\n"]
-        path = tmp_path / "corpus.txt"
-        path.write_text("".join(np.random.default_rng(0).choice(words, n_words)))
-        return str(path)
 
-    return make
+@pytest.fixture(scope="module")
+def module_corpus(tmp_path_factory):
+    """The path of write_corpus's text of 6,000 words, made once per test module."""
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt", 6000)
 
 
 @pytest.fixture
@@ -42,6 +49,34 @@ def kernel_backend(request):
     mg.set_backend(name)
     yield name
     mg.set_backend(info["requested_backend"])
+
+
+HOLD_THE_LOCK = """import sys, time
+sys.path.insert(0, sys.argv[1])
+import train_char
+with train_char.lock_out_dir(sys.argv[2]):
+    print("holding", flush=True)
+    time.sleep(300)
+"""
+
+
+@pytest.fixture
+def hold_lock():
+    """hold_lock(out_dir) -> the pid of a child process holding train_char.py's lock on out_dir (as a run in
+    it would) until the test ends."""
+    holders = []
+
+    def hold(out_dir):
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        holders.append(subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, root, out_dir], stdout=subprocess.PIPE,
+                                        text=True))
+        assert holders[-1].stdout.readline() == "holding\n"
+        return holders[-1].pid
+
+    yield hold
+    for holder in holders:
+        holder.kill()
+        holder.wait()
 
 
 # --- the GPU, real or emulated ------------------------------------------------------------------

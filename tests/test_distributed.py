@@ -229,3 +229,37 @@ def test_a_nan_stops_every_rank_at_the_same_iteration(corpus, tmp_path):
                                       "--max-iters", "200", "--lr", "1e30", "--warmup-iters", "0",
                                       "--eval-interval", "1000"], timeout=60)
     assert code == 1 and err.count("train_char.py: error: the loss became") == 1  # printed by rank 0 alone
+
+
+STALL_RANK_1 = """import sys, time
+sys.path.insert(0, sys.argv[1])
+import train_char
+step = train_char.train_step
+calls = []
+def stalling_step(*args):  # rank 1 stalls before its third step, as on a hung file system
+    calls.append(1)
+    if args[-1].rank == 1 and len(calls) == 3:
+        time.sleep(300)
+    return step(*args)
+train_char.train_step = stalling_step
+sys.exit(train_char.main(sys.argv[2:]))
+"""
+
+
+@needs_mpi
+def test_a_stalled_rank_stops_the_job_within_the_timeout(corpus, tmp_path):
+    code, out, err, seconds = mpirun(["-c", STALL_RANK_1, ROOT, "--data", corpus, "--out-dir", str(tmp_path / "o"),
+                                      *SMALL, "--max-iters", "50", "--mpi-timeout", "2"], timeout=120)
+    assert code == 1 and seconds < 30  # rank 1 would sleep 300 s
+    assert err.count("error on rank 0 of 2: Allreduce waited 2 s for the other ranks, so one of them is stalled; "
+                     "stopping every rank") == 1
+
+
+@needs_mpi
+def test_under_mpirun_rank_0_holds_the_out_dir_lock(corpus, tmp_path, hold_lock):
+    out_dir = tmp_path / "o"
+    out_dir.mkdir()
+    pid = hold_lock(str(out_dir))
+    code, out, err, _ = mpirun([TRAIN, "--data", corpus, "--out-dir", str(out_dir), *SMALL, "--max-iters", "4"],
+                               timeout=60)
+    assert code == 2 and err.count(f"is in use by another run (pid {pid}") == 1
